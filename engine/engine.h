@@ -1,0 +1,208 @@
+/* engine.h: the public API of the TinyMLPerf engine (libtinymlperf.a).
+ *
+ * Everything the events, the server, the tests and the bench use from the engine is declared
+ * here: errors, CPU feature detection and kernel-set selection, aligned memory and arenas, the
+ * thread pool, GEMM and the other ops (each with a portable C reference and SIMD versions
+ * chosen at run time), datasets, weight files, models, training and the optimizations.
+ * Row-major everywhere; shapes are given in comments as (rows, cols).  Functions that can fail
+ * return 0 or a negative TM_E* code and fill a caller-provided tm_err. */
+#ifndef TM_ENGINE_H
+#define TM_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TM_ENGINE_VERSION "0.1.0"
+
+// ---- errors ----
+
+enum tm_status {
+	TM_OK = 0,
+	TM_EINVAL = -1,   /* invalid argument or configuration */
+	TM_ENOMEM = -2,   /* allocation failed */
+	TM_EIO = -3,      /* read or write failed */
+	TM_EFORMAT = -4,  /* malformed file or data */
+	TM_ELIMIT = -5,   /* a resource limit would be exceeded */
+	TM_ESTATE = -6,   /* call not valid in the object's current state */
+};
+
+typedef struct tm_err {
+	int code;          /* enum tm_status */
+	char field[128];   /* what the error is about: a config path, a file name, a tensor name */
+	char msg[384];     /* lowercase, names the subject, gives the limit */
+} tm_err;
+
+/* Fill err (may be NULL) and return code, so callers can write `return tm_err_set(...)`. */
+int tm_err_set(tm_err *err, int code, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+const char *tm_strerror(int code);
+
+// ---- memory and time ----
+
+/* Small allocations that abort on out-of-memory (STYLE: xmalloc). */
+void *tm_xmalloc(size_t n);
+void *tm_xcalloc(size_t n, size_t size);
+char *tm_xstrdup(const char *s);
+
+/* Model-sized buffers: 64-byte aligned, fallible (NULL on failure), zero-filled.  Free with
+ * tm_free_aligned; tm_free_aligned(NULL) is a no-op. */
+void *tm_alloc_aligned(size_t bytes);
+void tm_free_aligned(void *p);
+
+/* One allocation carved into 64-byte aligned pieces; everything is freed together. */
+typedef struct tm_arena {
+	uint8_t *base;  /* tm_alloc_aligned'd block */
+	size_t cap;     /* bytes */
+	size_t used;    /* bytes handed out so far */
+} tm_arena;
+
+int tm_arena_init(tm_arena *a, size_t cap, tm_err *err);
+void tm_arena_release(tm_arena *a);
+void *tm_arena_alloc(tm_arena *a, size_t bytes); /* NULL when the arena is full */
+void tm_arena_reset(tm_arena *a);
+
+uint64_t tm_now_ns(void); /* CLOCK_MONOTONIC, nanoseconds */
+
+// ---- CPU features and kernel sets ----
+
+typedef struct tm_cpu {
+	bool avx2, fma, avx512f, avx512bw, avx512vl, avx512vnni, avxvnni;
+	char model[96];  /* from /proc/cpuinfo or cpuid brand string */
+} tm_cpu;
+
+void tm_cpu_detect(tm_cpu *cpu);
+
+/* A kernel set: which implementation of every op runs.  Ordered from portable to widest. */
+typedef enum tm_isa {
+	TM_ISA_PORTABLE = 0,  /* plain C, any CPU */
+	TM_ISA_AVX2 = 1,      /* AVX2 + FMA */
+	TM_ISA_AVX512 = 2,    /* AVX-512 F/BW/VL (+VNNI for int8 where present) */
+} tm_isa;
+
+tm_isa tm_isa_best(const tm_cpu *cpu);
+bool tm_isa_supported(const tm_cpu *cpu, tm_isa isa);
+const char *tm_isa_name(tm_isa isa);
+/* "auto" resolves to tm_isa_best; unknown or unsupported names are an error. */
+int tm_isa_parse(const char *name, const tm_cpu *cpu, tm_isa *out, tm_err *err);
+
+// ---- thread pool ----
+
+typedef struct tm_pool tm_pool;
+typedef void (*tm_task_fn)(void *arg, int task);
+
+/* nthreads >= 1 (the caller counts as one of them); caller frees with tm_pool_free. */
+tm_pool *tm_pool_new(int nthreads);
+void tm_pool_free(tm_pool *pool);
+int tm_pool_threads(const tm_pool *pool); /* 1 for NULL */
+/* Run fn(arg, 0..ntasks-1) across the pool and wait; a NULL pool runs them in order. */
+void tm_pool_run(tm_pool *pool, int ntasks, tm_task_fn fn, void *arg);
+
+/* What every compute call needs: the kernel set and the (optional) pool. */
+typedef struct tm_ctx {
+	tm_isa isa;
+	tm_pool *pool;  /* NULL: single thread */
+} tm_ctx;
+
+// ---- GEMM ----
+
+typedef enum tm_act {
+	TM_ACT_NONE = 0,
+	TM_ACT_RELU = 1,
+	TM_ACT_GELU = 2,  /* tanh approximation, as torch.nn.GELU(approximate='tanh') */
+} tm_act;
+
+/* C(m,n) = alpha * op(A)(m,k) * op(B)(k,n) + beta * C, row-major, op(X) = X or X^T.
+ * A is (m,k) with leading dimension lda, or (k,m) when trans_a; likewise B. */
+void tm_sgemm(const tm_ctx *ctx, bool trans_a, bool trans_b, int m, int n, int k,
+	      float alpha, const float *a, int lda, const float *b, int ldb,
+	      float beta, float *c, int ldc);
+
+/* A linear layer: Y(m,n) = act(X(m,k) * W(n,k)^T + bias(n)); bias may be NULL.
+ * W has PyTorch's nn.Linear layout (out, in). */
+void tm_linear(const tm_ctx *ctx, int m, int n, int k, const float *x, const float *w,
+	       const float *bias, tm_act act, float *y);
+
+/* Backward of tm_linear without the activation (apply the activation's backward to dy first):
+ * dx(m,k) = dy(m,n) * W(n,k) (overwritten; skipped when dx is NULL), dw(n,k) += dy^T * x,
+ * db(n) += column sums of dy (skipped when db is NULL). */
+void tm_linear_backward(const tm_ctx *ctx, int m, int n, int k, const float *x, const float *w,
+			const float *dy, float *dx, float *dw, float *db);
+
+// ---- ops (ops.c) ----
+/* Forward and backward of every layer the three model families use.  Images are NCHW like
+ * PyTorch; sequences are (B, T, C).  Backward functions overwrite input gradients (dx) and
+ * ACCUMULATE (+=) parameter gradients (dw, db, dgamma, ...), so a caller zeroes those once per
+ * step.  Each op has a portable C reference; SIMD versions are picked from ctx->isa. */
+
+/* conv2d 3x3, stride 1, no padding: x (n, cin, h, w), w (cout, cin, 3, 3), b (cout) or NULL,
+ * y (n, cout, h-2, w-2).  scratch holds tm_conv3x3_scratch_floats(...) floats (im2col). */
+size_t tm_conv3x3_scratch_floats(int cin, int h, int w);
+void tm_conv3x3_forward(const tm_ctx *ctx, int n, int cin, int h, int w, int cout,
+			const float *x, const float *wt, const float *b, tm_act act, float *y,
+			float *scratch);
+/* dy is the gradient w.r.t. the conv output before the activation (apply act backward
+ * first).  dx may be NULL (first layer). */
+void tm_conv3x3_backward(const tm_ctx *ctx, int n, int cin, int h, int w, int cout,
+			 const float *x, const float *wt, const float *dy, float *dx, float *dw,
+			 float *db, float *scratch);
+
+/* maxpool 2x2 stride 2 (floor): x (n, c, h, w) -> y (n, c, h/2, w/2); idx (same size as y)
+ * records the argmax offset within each plane for backward (may be NULL at inference). */
+void tm_maxpool2_forward(int n, int c, int h, int w, const float *x, float *y, int32_t *idx);
+void tm_maxpool2_backward(int n, int c, int h, int w, const int32_t *idx, const float *dy,
+			  float *dx);
+
+/* Element-wise activations over len values; backward takes the forward INPUT x. */
+void tm_relu_forward(size_t len, const float *x, float *y);
+void tm_relu_backward(size_t len, const float *x, const float *dy, float *dx);
+void tm_gelu_forward(size_t len, const float *x, float *y);
+void tm_gelu_backward(size_t len, const float *x, const float *dy, float *dx);
+
+/* LayerNorm over the last dimension d, eps 1e-5: x (rows, d) -> y; mean and rstd (rows) are
+ * saved for backward (may be NULL at inference). */
+void tm_layernorm_forward(int rows, int d, const float *x, const float *gamma,
+			  const float *beta, float *y, float *mean, float *rstd);
+void tm_layernorm_backward(int rows, int d, const float *x, const float *gamma,
+			   const float *mean, const float *rstd, const float *dy, float *dx,
+			   float *dgamma, float *dbeta);
+
+/* Row-wise softmax, numerically stable: x (rows, d) -> y (may alias x). */
+void tm_softmax_forward(int rows, int d, const float *x, float *y);
+
+/* Token + position embedding: out(t, :) = wte[tok[t]] + wpe[pos[t]] for t in [0, n).
+ * Token and position ids must already be validated (0 <= id < rows of the table). */
+void tm_embedding_forward(int n, int d, const int32_t *tok, const int32_t *pos,
+			  const float *wte, const float *wpe, float *out);
+void tm_embedding_backward(int n, int d, const int32_t *tok, const int32_t *pos,
+			   const float *dout, float *dwte, float *dwpe);
+
+/* Causal multi-head self-attention over b sequences of t positions, d = n_head * head_dim:
+ * qkv (b, t, 3d) holds q, k, v side by side; out (b, t, d).  Position i attends to j <= i
+ * with seg[j] == seg[i] (seg (b, t) may be NULL: one segment per row), which lets several
+ * examples share one packed row.  att (b, n_head, t, t) keeps the probabilities for backward.
+ * Scale 1/sqrt(head_dim). */
+void tm_attention_forward(const tm_ctx *ctx, int b, int t, int d, int n_head,
+			  const float *qkv, const int32_t *seg, float *att, float *out);
+void tm_attention_backward(const tm_ctx *ctx, int b, int t, int d, int n_head,
+			   const float *qkv, const int32_t *seg, const float *att,
+			   const float *dout, float *dqkv, float *scratch);
+/* scratch for tm_attention_backward, in floats. */
+size_t tm_attention_scratch_floats(int b, int t, int n_head);
+
+/* Softmax cross-entropy over n rows of v classes; targets < 0 are ignored.  Returns the mean
+ * loss over counted rows (0 when none) and, when dlogits is not NULL, writes its gradient
+ * (softmax - onehot) / counted (zero rows for ignored targets). *correct (may be NULL) gets the
+ * number of counted rows whose argmax equals the target. */
+float tm_cross_entropy(int n, int v, const float *logits, const int32_t *targets,
+		       float *dlogits, int *correct);
+
+// ---- datasets (idx.c, decathlon.c) ----
+
+// ---- weight files (safetensors.c) ----
+
+// ---- models (model.c) ----
+
+// ---- training (train.c) ----
+
+#endif

@@ -1,0 +1,1 @@
+/* idx.c: placeholder until its module lands in this session. */

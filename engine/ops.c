@@ -1,0 +1,1 @@
+/* ops.c: placeholder until its module lands in this session. */

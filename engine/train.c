@@ -1,0 +1,1 @@
+/* train.c: placeholder until its module lands in this session. */

@@ -1,0 +1,118 @@
+/* main.c: tinymlperfd start-up and shutdown.  Parse options, create the data directory, open
+ * the database (applying schema migrations), bind and serve HTTP on the libuv loop, and stop
+ * cleanly on SIGINT or SIGTERM with exit status 0. */
+#include "server.h"
+#include "engine.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+
+extern char **environ;
+
+typedef struct daemon_state {
+	uv_loop_t loop;
+	uv_signal_t sigint, sigterm;
+	http_server *http;
+	srv_log log;
+	int signo;  /* the signal that stopped us */
+} daemon_state;
+
+static void on_signal(uv_signal_t *h, int signo)
+{
+	daemon_state *d = h->data;
+	if (d->signo)
+		return;
+	d->signo = signo;
+	log_info(&d->log, "shutting down", "signal=%s", strsignal(signo));
+	http_server_stop(d->http);
+	d->http = NULL;
+	uv_close((uv_handle_t *)&d->sigint, NULL);
+	uv_close((uv_handle_t *)&d->sigterm, NULL);
+}
+
+static int mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -1;
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	srv_opts opts;
+	char err[512];
+	int r = srv_opts_parse(&opts, argc, argv, environ, stdout, err, sizeof(err));
+	if (r == SRV_OPTS_EXIT)
+		return 0;
+	if (r == SRV_OPTS_ERROR) {
+		fprintf(stderr, "tinymlperfd: %s\n", err);
+		return EX_USAGE;
+	}
+
+	daemon_state d = { 0 };
+	d.log.level = srv_log_level_parse(opts.log_level);
+	d.log.out = stderr;
+	signal(SIGPIPE, SIG_IGN);
+
+	if (mkdir_p(opts.data_dir) != 0) {
+		log_error(&d.log, "cannot create data directory", "path=\"%s\" error=\"%s\"",
+			  opts.data_dir, strerror(errno));
+		return EX_CANTCREAT;
+	}
+	db *store;
+	if (db_open(&store, opts.db_path, err, sizeof(err)) != DB_OK) {
+		log_error(&d.log, "cannot open database", "path=\"%s\" error=\"%s\"", opts.db_path, err);
+		return EX_CANTCREAT;
+	}
+	if (opts.check_only) {
+		printf("configuration ok: listen=%s data-dir=%s db=%s schema_version=%d\n", opts.listen,
+		       opts.data_dir, opts.db_path, db_schema_version(store));
+		db_close(store);
+		return 0;
+	}
+
+	srv_app app = { .db = store, .opts = &opts, .log = &d.log, .started_ns = tm_now_ns() };
+	uv_loop_init(&d.loop);
+	http_config hc = {
+		.listen = opts.listen,
+		.max_connections = opts.max_connections,
+		.conn_timeout_s = opts.conn_timeout_s,
+		.max_body_bytes = opts.max_body_bytes,
+		.log = &d.log,
+		.routes = api_routes,
+		.n_routes = api_n_routes,
+		.app = &app,
+	};
+	if (http_server_start(&d.http, &d.loop, &hc, err, sizeof(err)) != 0) {
+		log_error(&d.log, "cannot start http", "error=\"%s\"", err);
+		db_close(store);
+		uv_loop_close(&d.loop);
+		return EX_UNAVAILABLE;
+	}
+	uv_signal_init(&d.loop, &d.sigint);
+	uv_signal_init(&d.loop, &d.sigterm);
+	d.sigint.data = d.sigterm.data = &d;
+	uv_signal_start(&d.sigint, on_signal, SIGINT);
+	uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+	log_info(&d.log, "listening", "addr=%s port=%d data_dir=\"%s\" db=\"%s\" version=%s",
+		 opts.listen, http_server_port(d.http), opts.data_dir, opts.db_path,
+		 TM_ENGINE_VERSION);
+
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	uv_loop_close(&d.loop);
+	db_close(store);
+	log_info(&d.log, "stopped", "%s", "status=0");
+	return 0;
+}

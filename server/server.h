@@ -1,0 +1,146 @@
+/* server.h: the internals of tinymlperfd shared between its modules: options, logging, the
+ * SQLite store and the HTTP front end driven by the libuv loop.  main.c wires them together. */
+#ifndef TM_SERVER_H
+#define TM_SERVER_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+// ---- options (opts.c) ----
+
+/* Every daemon option: a flag, an environment variable, a default and bounds (one table). */
+typedef struct srv_opts {
+	char listen[128];            /* host:port or [v6]:port */
+	char data_dir[PATH_MAX];
+	char db_path[PATH_MAX];      /* default <data_dir>/tinymlperf.db */
+	char web_dir[PATH_MAX];      /* default ./web if present, else the installed copy */
+	char log_level[16];          /* debug, info, warn, error */
+	long max_connections;        /* concurrent HTTP connections */
+	long conn_timeout_s;         /* idle seconds before a connection is closed */
+	long max_body_bytes;         /* request body limit (413 beyond) */
+	bool check_only;             /* --check: validate the configuration and exit */
+} srv_opts;
+
+enum srv_opts_result {
+	SRV_OPTS_RUN = 0,     /* start the daemon */
+	SRV_OPTS_EXIT = 1,    /* --help or --version was printed; exit 0 */
+	SRV_OPTS_ERROR = -1,  /* bad flag or value; message in err */
+};
+
+/* Defaults, then TINYMLPERF_* environment variables (env may be NULL for none), then argv. */
+int srv_opts_parse(srv_opts *o, int argc, char **argv, char *const *env, FILE *out,
+		   char *err, size_t errlen);
+void srv_opts_usage(FILE *out);
+
+// ---- logging (log.c) ----
+
+enum srv_log_level { SRV_LOG_DEBUG, SRV_LOG_INFO, SRV_LOG_WARN, SRV_LOG_ERROR };
+
+typedef struct srv_log {
+	int level;  /* enum srv_log_level: messages below it are dropped */
+	FILE *out;  /* stderr in the daemon */
+} srv_log;
+
+int srv_log_level_parse(const char *name);
+/* One line: level=info msg="..." then the caller's key=value pairs (fmt). */
+void srv_log_at(const srv_log *lg, int level, const char *msg, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+#define log_debug(lg, msg, ...) srv_log_at((lg), SRV_LOG_DEBUG, (msg), __VA_ARGS__)
+#define log_info(lg, msg, ...) srv_log_at((lg), SRV_LOG_INFO, (msg), __VA_ARGS__)
+#define log_warn(lg, msg, ...) srv_log_at((lg), SRV_LOG_WARN, (msg), __VA_ARGS__)
+#define log_error(lg, msg, ...) srv_log_at((lg), SRV_LOG_ERROR, (msg), __VA_ARGS__)
+
+// ---- storage (db.c) ----
+
+typedef struct db db;
+
+enum db_status { DB_OK = 0, DB_ERROR = -1, DB_BUSY = -2, DB_FULL = -3, DB_NOTFOUND = -4 };
+
+/* Open or create the database, enable WAL and apply pending migrations. Caller frees with
+ * db_close. */
+int db_open(db **out, const char *path, char *err, size_t errlen);
+void db_close(db *d);
+int db_schema_version(db *d);
+int db_migration_count(void);
+/* Counts rows of a table in the schema (health and tests). */
+int db_table_count(db *d, const char *table, long *count);
+
+// ---- HTTP (http.c) ----
+
+typedef struct http_server http_server;
+
+#define HTTP_MAX_PARAMS 4
+
+/* One request as the handlers see it; the body is complete and NUL-terminated. */
+typedef struct http_request {
+	const char *method;
+	const char *path;                     /* without the query string */
+	const char *params[HTTP_MAX_PARAMS];  /* the {} segments of the route, in order */
+	char param_buf[256];                  /* storage for params */
+	const char *body;                     /* NUL-terminated; body_len excludes the NUL */
+	size_t body_len;
+	void *conn;                           /* struct MHD_Connection *, for headers and query */
+} http_request;
+
+/* What a handler fills; body is malloc'd and owned by the reply until it is sent. */
+typedef struct http_reply {
+	int status;
+	const char *content_type;  /* static string */
+	char *body;
+	size_t len;
+} http_reply;
+
+typedef void (*http_handler_fn)(void *app, const http_request *req, http_reply *rep);
+
+/* A route: METHOD and a path whose "{}" segments match one path segment each. */
+typedef struct http_route {
+	const char *method;
+	const char *pattern;
+	http_handler_fn fn;
+} http_route;
+
+typedef struct http_config {
+	const char *listen;       /* host:port */
+	long max_connections;
+	long conn_timeout_s;
+	long max_body_bytes;
+	const srv_log *log;
+	const http_route *routes; /* table, n_routes rows */
+	size_t n_routes;
+	void *app;                /* handed to every handler */
+} http_config;
+
+/* Fill rep with a JSON error {"error":{"code","message","field"}}. */
+void http_reply_error(http_reply *rep, int status, const char *code, const char *field,
+		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Take ownership of a malloc'd JSON string as the reply body. */
+void http_reply_json(http_reply *rep, int status, char *json);
+/* Match path against pattern; on success the {} segments are copied into req->params. */
+bool http_route_match(const char *pattern, const char *path, http_request *req);
+
+/* Bind the listening socket (before privileges are dropped) and start serving on loop.
+ * The bound address is logged with its real port (port 0 asks the kernel for a free one). */
+int http_server_start(http_server **out, uv_loop_t *loop, const http_config *cfg,
+		      char *err, size_t errlen);
+int http_server_port(const http_server *s);
+/* Close the listening socket and every connection; handles close through the loop. */
+void http_server_stop(http_server *s);
+
+// ---- API (api.c) ----
+
+typedef struct srv_app {
+	db *db;
+	const srv_opts *opts;
+	const srv_log *log;
+	uint64_t started_ns;  /* tm_now_ns at start-up */
+} srv_app;
+
+extern const http_route api_routes[];
+extern const size_t api_n_routes;
+
+#endif

@@ -1,0 +1,104 @@
+/* test_util.c: Check suite of engine/util.c, cpu.c and pool.c: errors, arenas, aligned
+ * memory, kernel-set parsing and the thread pool. */
+#include "tests.h"
+#include "engine.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+START_TEST(test_err_set_formats_and_returns_code)
+{
+	tm_err e;
+	int rc = tm_err_set(&e, TM_EINVAL, "optimize.threads", "'%s' is %d, must be in [1, 64]",
+			    "optimize.threads", 0);
+	ck_assert_int_eq(rc, TM_EINVAL);
+	ck_assert_int_eq(e.code, TM_EINVAL);
+	ck_assert_str_eq(e.field, "optimize.threads");
+	ck_assert_str_eq(e.msg, "'optimize.threads' is 0, must be in [1, 64]");
+	ck_assert_int_eq(tm_err_set(NULL, TM_EIO, NULL, "x"), TM_EIO);
+	ck_assert_str_eq(tm_strerror(TM_ENOMEM), "out of memory");
+	ck_assert_str_eq(tm_strerror(-99), "unknown error");
+}
+END_TEST
+
+START_TEST(test_arena_aligns_and_refuses_overflow)
+{
+	tm_arena a;
+	ck_assert_int_eq(tm_arena_init(&a, 1000, NULL), 0);
+	char *p = tm_arena_alloc(&a, 10);
+	char *q = tm_arena_alloc(&a, 100);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_ptr_nonnull(q);
+	ck_assert_int_eq((uintptr_t)p % 64, 0);
+	ck_assert_int_eq((uintptr_t)q % 64, 0);
+	ck_assert_int_eq(q - p, 64);
+	ck_assert_ptr_null(tm_arena_alloc(&a, 1000));
+	ck_assert_ptr_null(tm_arena_alloc(&a, SIZE_MAX));
+	tm_arena_reset(&a);
+	ck_assert_ptr_eq(tm_arena_alloc(&a, 1000), p);
+	tm_arena_release(&a);
+	ck_assert_ptr_null(tm_alloc_aligned(SIZE_MAX - 10));
+	tm_free_aligned(NULL);
+}
+END_TEST
+
+START_TEST(test_isa_parse)
+{
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	tm_isa isa;
+	tm_err e;
+	ck_assert_int_eq(tm_isa_parse("portable", &cpu, &isa, &e), 0);
+	ck_assert_int_eq(isa, TM_ISA_PORTABLE);
+	ck_assert_int_eq(tm_isa_parse("auto", &cpu, &isa, &e), 0);
+	ck_assert_int_eq(isa, tm_isa_best(&cpu));
+	ck_assert_int_eq(tm_isa_parse("sse9", &cpu, &isa, &e), TM_EINVAL);
+	ck_assert_ptr_nonnull(strstr(e.msg, "'sse9' is unknown"));
+	tm_cpu none = { 0 };
+	ck_assert_int_eq(tm_isa_parse("avx512", &none, &isa, &e), TM_EINVAL);
+	ck_assert_ptr_nonnull(strstr(e.msg, "not supported"));
+	ck_assert_int_eq(tm_isa_best(&none), TM_ISA_PORTABLE);
+}
+END_TEST
+
+typedef struct pool_arg {
+	atomic_int hits[1000];
+} pool_arg;
+
+static void pool_task(void *arg, int i)
+{
+	pool_arg *a = arg;
+	atomic_fetch_add(&a->hits[i], 1);
+}
+
+START_TEST(test_pool_runs_every_task_once)
+{
+	for (int threads = 1; threads <= 4; threads++) {
+		tm_pool *p = tm_pool_new(threads);
+		ck_assert_int_eq(tm_pool_threads(p), threads);
+		static pool_arg a;
+		for (int round = 0; round < 20; round++) {
+			memset(&a, 0, sizeof(a));
+			int n = 1 + round * 50;
+			tm_pool_run(p, n, pool_task, &a);
+			for (int i = 0; i < 1000; i++)
+				ck_assert_int_eq(atomic_load(&a.hits[i]), i < n ? 1 : 0);
+		}
+		tm_pool_free(p);
+	}
+	tm_pool_free(NULL);
+	ck_assert_int_eq(tm_pool_threads(NULL), 1);
+}
+END_TEST
+
+Suite *util_suite(void)
+{
+	Suite *s = suite_create("util");
+	TCase *tc = tcase_create("core");
+	tcase_add_test(tc, test_err_set_formats_and_returns_code);
+	tcase_add_test(tc, test_arena_aligns_and_refuses_overflow);
+	tcase_add_test(tc, test_isa_parse);
+	tcase_add_test(tc, test_pool_runs_every_task_once);
+	suite_add_tcase(s, tc);
+	return s;
+}

@@ -1,0 +1,59 @@
+/* tests.h: the Check suites of TinyMLPerf and the helpers they share.  tests/ mirrors the source
+ * tree; every suite is one row of the table in main.c. */
+#ifndef TM_TESTS_H
+#define TM_TESTS_H
+
+#include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+// ---- suites (one per module) ----
+
+Suite *util_suite(void);
+Suite *gemm_suite(void);
+Suite *ops_suite(void);
+Suite *idx_suite(void);
+Suite *decathlon_suite(void);
+Suite *safetensors_suite(void);
+Suite *model_suite(void);
+Suite *train_suite(void);
+Suite *opts_suite(void);
+Suite *db_suite(void);
+Suite *health_suite(void);
+
+// ---- helpers (util.c) ----
+
+/* A fresh directory under $TMPDIR (or /tmp); caller frees the string and removes the tree
+ * with tt_rmtree. */
+char *tt_tmpdir(const char *tag);
+void tt_rmtree(const char *path);
+/* Path of a built program, from $TM_BUILD_DIR (default "build"); static buffer per call site
+ * is not used: the result is malloc'd. */
+char *tt_build_path(const char *name);
+
+/* Deterministic pseudo-random floats in [-1, 1) for kernel tests. */
+void tt_fill_random(float *x, size_t n, uint64_t seed);
+/* Largest |a-b| / (1 + |b|) over n elements. */
+double tt_max_rel_diff(const float *a, const float *b, size_t n);
+
+/* A real tinymlperfd on a free loopback port (--listen 127.0.0.1:0, port read from its log). */
+typedef struct tt_daemon {
+	pid_t pid;
+	int port;
+	char *data_dir;
+	int log_fd;        /* read end of the daemon's stderr */
+} tt_daemon;
+
+/* Extra arguments end with NULL.  Returns 0 once the daemon logs its port. */
+int tt_daemon_start(tt_daemon *d, const char *const *extra_args);
+/* Send sig and wait; returns the exit status (or 128+signal). */
+int tt_daemon_stop(tt_daemon *d, int sig);
+
+/* One HTTP/1.1 request over a real socket.  Returns the status code or -1; the body (malloc'd,
+ * NUL-terminated) goes to *body when body is not NULL. */
+int tt_http(int port, const char *method, const char *path, const char *headers,
+	    const char *req_body, size_t req_len, char **body);
+
+#endif
