@@ -197,11 +197,109 @@ size_t tm_attention_scratch_floats(int b, int t, int n_head);
 float tm_cross_entropy(int n, int v, const float *logits, const int32_t *targets,
 		       float *dlogits, int *correct);
 
-// ---- datasets (idx.c, decathlon.c) ----
+// ---- datasets (idx.c) ----
+
+#define TM_FMNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+/* An image-classification set: n images of rows x cols bytes and their labels. */
+typedef struct tm_dataset {
+	int n;
+	int rows, cols;
+	int n_classes;
+	uint8_t *images;  /* (n, rows * cols), 0..255 */
+	uint8_t *labels;  /* (n), < n_classes */
+} tm_dataset;
+
+/* Read one gzip'd (or plain) IDX file of unsigned bytes: validates magic, dtype, ndim ==
+ * expect_ndim, every dimension in [1, max_dim], total size <= max_bytes, and that the payload
+ * is exactly as long as the header says.  *data is malloc'd; dims gets ndim entries. */
+int tm_idx_read(const char *path, int expect_ndim, int max_dim, size_t max_bytes,
+		uint8_t **data, int dims[3], tm_err *err);
+/* Fashion-MNIST train (60k) or test (10k) split from dir (NULL: TM_FMNIST_DIR), images and
+ * labels checked against each other. */
+int tm_fmnist_load(tm_dataset *ds, const char *dir, bool train, tm_err *err);
+void tm_dataset_release(tm_dataset *ds);
 
 // ---- weight files (safetensors.c) ----
+/* safetensors: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+ * data_offsets}, "__metadata__": {str: str}}, then the tensor bytes.  The reader validates
+ * everything (header bound, JSON, dtype names, shapes vs byte sizes, offsets inside the file,
+ * no overlaps) before anything is used. */
+
+typedef enum tm_dtype { TM_DTYPE_F32 = 0, TM_DTYPE_I8 = 1, TM_DTYPE_I32 = 2 } tm_dtype;
+
+#define TM_ST_MAX_DIMS 4
+#define TM_ST_MAX_HEADER (16u << 20) /* bytes */
+
+typedef struct tm_st_tensor {
+	char name[128];
+	tm_dtype dtype;
+	int ndim;
+	int64_t shape[TM_ST_MAX_DIMS];
+	const void *data;   /* into the file's buffer, valid until tm_st_free */
+	size_t nbytes;
+} tm_st_tensor;
+
+typedef struct tm_st_file tm_st_file;
+
+/* Read and validate a whole file; caller frees with tm_st_free. */
+int tm_st_open(tm_st_file **out, const char *path, tm_err *err);
+/* The same from memory (buf is copied); name is used in error messages. */
+int tm_st_parse(tm_st_file **out, const uint8_t *buf, size_t len, const char *name, tm_err *err);
+void tm_st_free(tm_st_file *f);
+int tm_st_count(const tm_st_file *f);
+const tm_st_tensor *tm_st_at(const tm_st_file *f, int i);
+const tm_st_tensor *tm_st_get(const tm_st_file *f, const char *name); /* NULL if absent */
+const char *tm_st_meta(const tm_st_file *f, const char *key);         /* NULL if absent */
+/* Find name and check its dtype and shape; the error names the tensor and what differs. */
+int tm_st_expect(const tm_st_file *f, const char *name, tm_dtype dtype, int ndim,
+		 const int64_t *shape, const void **data, tm_err *err);
+
+typedef struct tm_st_writer tm_st_writer;
+tm_st_writer *tm_st_writer_new(void);
+void tm_st_writer_free(tm_st_writer *w);
+void tm_st_writer_meta(tm_st_writer *w, const char *key, const char *value);
+/* data is referenced, not copied: it must stay valid until tm_st_writer_save returns. */
+void tm_st_writer_add(tm_st_writer *w, const char *name, tm_dtype dtype, int ndim,
+		      const int64_t *shape, const void *data);
+/* Write to path atomically (temporary file, fsync, rename). */
+int tm_st_writer_save(tm_st_writer *w, const char *path, tm_err *err);
 
 // ---- models (model.c) ----
+
+// ---- optimizers (optim.c) ----
+
+typedef enum tm_optim_kind { TM_OPTIM_SGD = 0, TM_OPTIM_ADAM = 1, TM_OPTIM_ADAMW = 2 } tm_optim_kind;
+
+/* One optimizer over a flat parameter vector of n floats (a model's single allocation). */
+typedef struct tm_optim {
+	tm_optim_kind kind;
+	size_t n;
+	float momentum;      /* SGD */
+	float beta1, beta2;  /* Adam(W) */
+	float eps;
+	float weight_decay;  /* SGD/Adam: L2 added to the gradient; AdamW: decoupled */
+	int64_t step;        /* steps taken */
+	float *m;            /* (n) momentum or first moment */
+	float *v;            /* (n) second moment (Adam only) */
+} tm_optim;
+
+/* Defaults: momentum 0.9, betas (0.9, 0.999), eps 1e-8, no weight decay; set fields after. */
+int tm_optim_init(tm_optim *o, tm_optim_kind kind, size_t n, tm_err *err);
+void tm_optim_release(tm_optim *o);
+/* params -= update(grads) with learning rate lr; grads are not modified. */
+void tm_optim_step(tm_optim *o, float *params, const float *grads, float lr);
+/* Scale grads so their L2 norm is at most max_norm; returns the norm before clipping. */
+float tm_grad_clip(float *grads, size_t n, float max_norm);
+
+/* A seeded generator (xoshiro256**) for shuffling and initialisation; deterministic. */
+typedef struct tm_rng { uint64_t s[4]; } tm_rng;
+void tm_rng_seed(tm_rng *r, uint64_t seed);
+uint64_t tm_rng_next(tm_rng *r);
+float tm_rng_uniform(tm_rng *r);                 /* [0, 1) */
+float tm_rng_normal(tm_rng *r);                  /* mean 0, sd 1 */
+uint32_t tm_rng_below(tm_rng *r, uint32_t n);    /* [0, n), unbiased */
+void tm_rng_shuffle(tm_rng *r, int32_t *v, int n);
 
 // ---- training (train.c) ----
 

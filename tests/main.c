@@ -15,6 +15,7 @@ static const suite_fn suites[] = {
 	safetensors_suite,
 	model_suite,
 	train_suite,
+	transformer_suite,
 	opts_suite,
 	db_suite,
 	health_suite,

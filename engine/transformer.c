@@ -1,0 +1,1 @@
+/* transformer.c: placeholder until its module lands in this session. */
