@@ -30,7 +30,7 @@ BLAS_LIBS := $(shell pkg-config --libs openblas 2>/dev/null)
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 FINAL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -MMD -MP -pthread \
 	-Iengine -Ievents -Iserver $(PKG_CFLAGS) \
-	-DTM_GIT_REV='"$(GIT_REV)"' -DTM_SHAREDIR='"$(SHAREDIR)"' $(CFLAGS)
+	-DTM_SHAREDIR='"$(SHAREDIR)"' $(CFLAGS)
 FINAL_LDFLAGS := -pthread $(LDFLAGS)
 FINAL_LIBS := $(PKG_LIBS) -lm
 
@@ -46,6 +46,7 @@ SIMD_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -m
 # ---- objects ----
 
 ENGINE_OBJS += engine/util.o
+ENGINE_OBJS += engine/version.o
 ENGINE_OBJS += engine/cpu.o
 ENGINE_OBJS += engine/pool.o
 ENGINE_OBJS += engine/gemm.o
@@ -88,6 +89,9 @@ BENCH_OBJS += bench/bench.o
 BENCH_OBJS += bench/peak.o
 BENCH_OBJS += bench/bench_gemm.o
 
+$(BUILD)/engine/version.o: FINAL_CFLAGS += -DTM_GIT_REV='"$(GIT_REV)"'
+$(BUILD)/engine/version.o: .FORCE
+
 # Per-object SIMD flags (target-specific variables, prefixed with the build directory).
 $(BUILD)/engine/gemm_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
 $(BUILD)/engine/gemm_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
@@ -103,7 +107,8 @@ BENCH := $(BUILD)/tm-bench
 
 B = $(addprefix $(BUILD)/,$(1))
 
-.PHONY: all run check tests bench deps deps-bench asan install uninstall clean
+.FORCE:
+.PHONY: .FORCE all run check tests bench deps deps-bench asan install uninstall clean
 .DEFAULT_GOAL := all
 
 all: $(DAEMON) $(RUNNER)

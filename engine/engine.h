@@ -15,6 +15,9 @@
 
 #define TM_ENGINE_VERSION "0.1.0"
 
+/* The git revision the engine was built from ("unknown" outside a checkout). */
+const char *tm_git_revision(void);
+
 // ---- errors ----
 
 enum tm_status {

@@ -26,7 +26,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(argv[1], "--version") == 0) {
-		printf("tinymlperf-run %s (%s)\n", TM_ENGINE_VERSION, TM_GIT_REV);
+		printf("tinymlperf-run %s (%s)\n", TM_ENGINE_VERSION, tm_git_revision());
 		return 0;
 	}
 	if (strcmp(argv[1], "cpu") == 0) {

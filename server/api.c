@@ -12,7 +12,7 @@ static void api_healthz(void *app_, const http_request *req, http_reply *rep)
 	cJSON *root = cJSON_CreateObject();
 	cJSON_AddStringToObject(root, "status", "ok");
 	cJSON_AddStringToObject(root, "version", TM_ENGINE_VERSION);
-	cJSON_AddStringToObject(root, "git_revision", TM_GIT_REV);
+	cJSON_AddStringToObject(root, "git_revision", tm_git_revision());
 	cJSON_AddNumberToObject(root, "schema_version", db_schema_version(app->db));
 	cJSON_AddNumberToObject(root, "uptime_s", (double)(tm_now_ns() - app->started_ns) / 1e9);
 	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));

@@ -174,7 +174,7 @@ int srv_opts_parse(srv_opts *o, int argc, char **argv, char *const *env, FILE *o
 			return SRV_OPTS_EXIT;
 		}
 		if (c == 'V' || (c >= 256 && strcmp(opt_table[c - 256].name, "version") == 0)) {
-			fprintf(out, "tinymlperfd %s (%s)\n", TM_ENGINE_VERSION, TM_GIT_REV);
+			fprintf(out, "tinymlperfd %s (%s)\n", TM_ENGINE_VERSION, tm_git_revision());
 			return SRV_OPTS_EXIT;
 		}
 		if (c == ':') {
