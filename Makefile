@@ -148,7 +148,9 @@ run:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p var
-	exec ./$(DAEMON) --listen 127.0.0.1:8080 --data-dir ./var
+	@# Job control gives the daemon the terminal's foreground process group, so Ctrl-C reaches
+	@# only the daemon, which stops cleanly and exits 0, and make exits with its status.
+	bash -c 'set -m; ./$(DAEMON) --listen 127.0.0.1:8080 --data-dir ./var; status=$$?; exit $$status'
 
 # The unit and integration suites, then the same suites built with ASan and UBSan.
 check:
