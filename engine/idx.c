@@ -22,8 +22,8 @@
 #define IDX_CHUNK (1u << 30) /* gzread takes an unsigned length: read big payloads in pieces */
 
 /* zlib's description of the stream's error state, or NULL when there is none (a clean end of
- * file is not an error). */
-static const char *idx_gz_error(gzFile gz, int *errnum)
+ * file is not an error).  zlib prefixes its messages with the path, which ours already name. */
+static const char *idx_gz_error(gzFile gz, const char *path, int *errnum)
 {
 	int e = Z_OK;
 	const char *msg = gzerror(gz, &e);
@@ -33,7 +33,12 @@ static const char *idx_gz_error(gzFile gz, int *errnum)
 		return NULL;
 	if (e == Z_ERRNO)
 		return strerror(errno);
-	return msg && *msg ? msg : "unknown zlib error";
+	if (!msg || !*msg)
+		return "unknown zlib error";
+	size_t plen = strlen(path);
+	if (strncmp(msg, path, plen) == 0 && msg[plen] == ':' && msg[plen + 1] == ' ')
+		msg += plen + 2;
+	return msg;
 }
 
 /* Read up to len bytes; returns how many were read (short only at end of file or on error). */
@@ -58,7 +63,9 @@ static int idx_short(gzFile gz, const char *path, const char *what, size_t want,
 		     tm_err *err)
 {
 	int e;
-	const char *zmsg = idx_gz_error(gz, &e);
+	const char *zmsg = idx_gz_error(gz, path, &e);
+	if (zmsg && e == Z_ERRNO)
+		return tm_err_set(err, TM_EIO, path, "idx '%s': read error: %s", path, zmsg);
 	if (zmsg && e != Z_BUF_ERROR)
 		return tm_err_set(err, TM_EFORMAT, path,
 				  "idx '%s': corrupt gzip stream: %s", path, zmsg);
@@ -165,7 +172,7 @@ int tm_idx_read(const char *path, int expect_ndim, int max_dim, size_t max_bytes
 	uint8_t extra;
 	int n = gzread(gz, &extra, 1);
 	int e;
-	const char *zmsg = idx_gz_error(gz, &e);
+	const char *zmsg = idx_gz_error(gz, path, &e);
 	if (n > 0) {
 		rc = tm_err_set(err, TM_EFORMAT, path,
 				"idx '%s': oversized: data continues past the %zu payload bytes the header declares",
