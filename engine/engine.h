@@ -270,6 +270,94 @@ int tm_st_writer_save(tm_st_writer *w, const char *path, tm_err *err);
 
 // ---- models (model.c) ----
 
+// ---- decathlon tasks (decathlon.c) ----
+/* The ten generated string tasks of the Transformer Decathlon (docs/decathlon.md).  Every
+ * example is the text "<marker><input>=<answer>." over a fixed character vocabulary whose id 0
+ * is the padding character '_'.  Generation is deterministic from a tm_rng; a prompt belongs to
+ * the held-out split iff a fixed hash of its text says so, so the training stream (which skips
+ * held-out prompts) and the test set (which keeps only them) are disjoint by construction. */
+
+typedef struct tm_rng tm_rng;  /* defined with the optimizers below */
+
+typedef enum tm_dec_task {
+	TM_DEC_COPY = 0,      /* 'C', 60 letters, copied */
+	TM_DEC_REVERSE = 1,   /* 'R', 60 letters, reversed */
+	TM_DEC_SORT = 2,      /* 'S', 3-8 digits, sorted ascending */
+	TM_DEC_ADD = 3,       /* 'A', two 3-digit numbers units-first, 4-digit sum units-first */
+	TM_DEC_INC = 4,       /* 'I', 3-8 digits plus one (30% end in a run of 9s) */
+	TM_DEC_MAX = 5,       /* 'M', the largest of 5-15 digits */
+	TM_DEC_COUNT = 6,     /* 'N', how many 'a's in 3-10 letters over abcd */
+	TM_DEC_MAJORITY = 7,  /* 'Q', the majority bit of an odd number (5-15) of bits */
+	TM_DEC_DEDUP = 8,     /* 'D', 3-10 letters over a-f, first occurrences kept */
+	TM_DEC_SHIFT = 9,     /* 'K', 20 letters each shifted by +3 (mod 26) */
+	TM_DEC_NTASKS = 10,
+} tm_dec_task;
+
+#define TM_DEC_MAX_LEN 128       /* tokens of the longest possible example */
+#define TM_DEC_TEST_PER_TASK 200 /* held-out prompts per task in the reference test set */
+#define TM_DEC_PAD 0             /* token id of the padding character '_' */
+
+typedef struct tm_dec_example {
+	int task;                       /* enum tm_dec_task */
+	int prompt_len;                 /* characters of "<marker><input>=" */
+	int len;                        /* characters of the whole example, end mark included */
+	char text[TM_DEC_MAX_LEN + 1];  /* "<marker><input>=<answer>.", NUL-terminated */
+} tm_dec_example;
+
+/* The vocabulary as a string: character i is token id i. */
+const char *tm_dec_vocab(void);
+int tm_dec_vocab_size(void);
+int32_t tm_dec_token(char c);       /* id of c, or -1 when c is not in the vocabulary */
+int32_t tm_dec_end_token(void);     /* id of '.' */
+/* Text to ids: returns n, or -1 (nothing meaningful in tok) on a character outside the
+ * vocabulary.  Ids to text: writes n characters and a NUL (s holds n + 1), returns -1 on an
+ * id outside the vocabulary. */
+int tm_dec_encode(const char *s, int n, int32_t *tok);
+int tm_dec_decode(const int32_t *tok, int n, char *s);
+
+const char *tm_dec_task_name(int task);   /* "copy", "reverse", ...; NULL when out of range */
+char tm_dec_task_marker(int task);
+int tm_dec_task_find(const char *name);   /* task index, or -1 */
+/* The answer of task for input (the characters between the marker and '='): writes a
+ * NUL-terminated answer into ans (cap >= strlen(input) + 2) and returns its length, or -1 when
+ * the input is not valid for the task. */
+int tm_dec_solve(int task, const char *input, char *ans, size_t cap);
+/* Build an example from task and input (validated as tm_dec_solve does). */
+int tm_dec_make(int task, const char *input, tm_dec_example *ex);
+
+/* One example of task drawn from its input distribution, ignoring the split. */
+void tm_dec_sample(tm_rng *r, int task, tm_dec_example *ex);
+/* Whether a prompt ("<marker><input>=") is held out for testing (about one in ten). */
+bool tm_dec_heldout(const char *prompt, int prompt_len);
+/* A training example: tm_dec_sample until the prompt is not held out. */
+void tm_dec_train_example(tm_rng *r, int task, tm_dec_example *ex);
+/* The held-out test set of seed: per_task examples of every task, task-major (out holds
+ * TM_DEC_NTASKS * per_task); each task draws from its own stream, so the set of one task does
+ * not depend on the others. */
+void tm_dec_test_set(uint64_t seed, int per_task, tm_dec_example *out);
+
+/* Tokens and next-token targets of one example (len entries each): tgt[i] is the id of
+ * text[i + 1] for the answer characters and the end mark, -1 elsewhere (prompt, last). */
+void tm_dec_example_tokens(const tm_dec_example *ex, int32_t *tok, int32_t *tgt);
+/* Exact match of a generation (n ids produced after the prompt): the ids up to and including
+ * the first end mark must spell "<answer>.".  Anything after the end mark is ignored. */
+bool tm_dec_exact_match(const tm_dec_example *ex, const int32_t *gen, int n);
+
+/* Decathlon points: 100 x exact-match accuracy per task, summed (max 1000). */
+typedef struct tm_dec_score {
+	int correct[TM_DEC_NTASKS];
+	int total[TM_DEC_NTASKS];
+	double points[TM_DEC_NTASKS];  /* 100 * correct / total, 0 when total is 0 */
+	double total_points;           /* sum of points, in [0, 100 * TM_DEC_NTASKS] */
+} tm_dec_score;
+
+void tm_dec_score_init(tm_dec_score *s);
+/* Count one generation; returns whether it matched. */
+bool tm_dec_score_add(tm_dec_score *s, const tm_dec_example *ex, const int32_t *gen, int n);
+void tm_dec_score_finish(tm_dec_score *s);
+
+// ---- transformer (transformer.c) ----
+
 // ---- optimizers (optim.c) ----
 
 typedef enum tm_optim_kind { TM_OPTIM_SGD = 0, TM_OPTIM_ADAM = 1, TM_OPTIM_ADAMW = 2 } tm_optim_kind;
