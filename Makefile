@@ -54,6 +54,8 @@ ENGINE_OBJS += engine/gemm_avx2.o
 ENGINE_OBJS += engine/gemm_avx512.o
 ENGINE_OBJS += engine/optim.o
 ENGINE_OBJS += engine/ops.o
+ENGINE_OBJS += engine/ops_avx2.o
+ENGINE_OBJS += engine/ops_avx512.o
 ENGINE_OBJS += engine/idx.o
 ENGINE_OBJS += engine/decathlon.o
 ENGINE_OBJS += engine/safetensors.o
@@ -95,6 +97,8 @@ $(BUILD)/engine/version.o: .FORCE
 # Per-object SIMD flags (target-specific variables, prefixed with the build directory).
 $(BUILD)/engine/gemm_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
 $(BUILD)/engine/gemm_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
+$(BUILD)/engine/ops_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
+$(BUILD)/engine/ops_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
 $(BUILD)/bench/peak.o: SIMD_FLAGS = $(SIMD_AVX512)
 
 # ---- products ----

@@ -161,6 +161,11 @@ void tm_relu_forward(size_t len, const float *x, float *y);
 void tm_relu_backward(size_t len, const float *x, const float *dy, float *dx);
 void tm_gelu_forward(size_t len, const float *x, float *y);
 void tm_gelu_backward(size_t len, const float *x, const float *dy, float *dx);
+/* GELU with the kernels of ctx->isa (SIMD: within 1e-6 absolute + 1e-5 relative of the portable
+ * functions above) and, for long arrays, the ctx's pool; y may alias x and dx may alias dy. */
+void tm_gelu_forward_ctx(const tm_ctx *ctx, size_t len, const float *x, float *y);
+void tm_gelu_backward_ctx(const tm_ctx *ctx, size_t len, const float *x, const float *dy,
+			  float *dx);
 
 /* LayerNorm over the last dimension d, eps 1e-5: x (rows, d) -> y; mean and rstd (rows) are
  * saved for backward (may be NULL at inference). */
@@ -183,8 +188,9 @@ void tm_embedding_backward(int n, int d, const int32_t *tok, const int32_t *pos,
 /* Causal multi-head self-attention over b sequences of t positions, d = n_head * head_dim:
  * qkv (b, t, 3d) holds q, k, v side by side; out (b, t, d).  Position i attends to j <= i
  * with seg[j] == seg[i] (seg (b, t) may be NULL: one segment per row), which lets several
- * examples share one packed row.  att (b, n_head, t, t) keeps the probabilities for backward.
- * Scale 1/sqrt(head_dim). */
+ * examples share one packed row.  att (b, n_head, t, t) keeps the probabilities for backward
+ * (masked entries exactly 0); it is required, also at inference, as the score buffer.
+ * Scale 1/sqrt(head_dim).  The exponentials use the kernels of ctx->isa. */
 void tm_attention_forward(const tm_ctx *ctx, int b, int t, int d, int n_head,
 			  const float *qkv, const int32_t *seg, float *att, float *out);
 void tm_attention_backward(const tm_ctx *ctx, int b, int t, int d, int n_head,
@@ -195,7 +201,8 @@ size_t tm_attention_scratch_floats(int b, int t, int n_head);
 
 /* Softmax cross-entropy over n rows of v classes; targets < 0 are ignored.  Returns the mean
  * loss over counted rows (0 when none) and, when dlogits is not NULL, writes its gradient
- * (softmax - onehot) / counted (zero rows for ignored targets). *correct (may be NULL) gets the
+ * (softmax - onehot) / counted (zero rows for ignored targets; targets >= v are ignored too,
+ * though callers should never pass them). *correct (may be NULL) gets the
  * number of counted rows whose argmax equals the target. */
 float tm_cross_entropy(int n, int v, const float *logits, const int32_t *targets,
 		       float *dlogits, int *correct);

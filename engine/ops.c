@@ -4,8 +4,11 @@
  * self-attention with an optional segment mask, and softmax cross-entropy.  Work is split over
  * the ctx's pool along images, output-channel blocks or (sequence, head) pairs; the split never
  * changes what a single output element's arithmetic is, so results do not depend on the thread
- * count.  GEMMs issued from inside a task run single-threaded (the pool is not re-entrant). */
+ * count.  GEMMs issued from inside a task run single-threaded (the pool is not re-entrant).
+ * The exponentials of attention and GELU run through the kernel set of ctx->isa (ops_int.h);
+ * the functions without a ctx are the portable reference. */
 #include "engine.h"
+#include "ops_int.h"
 
 #include <assert.h>
 #include <math.h>
@@ -89,6 +92,49 @@ static inline float gelu_tanh_grad(float x)
 	float x2 = x * x;
 	float th = tanhf(k0 * (x + 0.044715f * x2 * x));
 	return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * k0 * (1.0f + 3.0f * 0.044715f * x2);
+}
+
+/* row[j] = exp(row[j] - mx) for j < len; returns the sum. */
+static float exp_shift_sum_portable(float *row, int len, float mx)
+{
+	float s = 0.0f;
+	for (int j = 0; j < len; j++) {
+		float e = expf(row[j] - mx);
+		row[j] = e;
+		s += e;
+	}
+	return s;
+}
+
+static void gelu_forward_portable(size_t len, const float *x, float *y)
+{
+	for (size_t i = 0; i < len; i++)
+		y[i] = gelu_tanh(x[i]);
+}
+
+static void gelu_backward_portable(size_t len, const float *x, const float *dy, float *dx)
+{
+	for (size_t i = 0; i < len; i++)
+		dx[i] = dy[i] * gelu_tanh_grad(x[i]);
+}
+
+static const ops_kernels ops_portable = {
+	.exp_shift_sum = exp_shift_sum_portable,
+	.gelu_forward = gelu_forward_portable,
+	.gelu_backward = gelu_backward_portable,
+};
+
+static const ops_kernels *const ops_sets[] = {
+	[TM_ISA_PORTABLE] = &ops_portable,
+	[TM_ISA_AVX2] = &tm_ops_avx2,
+	[TM_ISA_AVX512] = &tm_ops_avx512,
+};
+
+static const ops_kernels *ops_for(tm_isa isa)
+{
+	if ((unsigned)isa < sizeof(ops_sets) / sizeof(ops_sets[0]) && ops_sets[isa])
+		return ops_sets[isa];
+	return &ops_portable;
 }
 
 // ---- conv3x3 ----
@@ -331,14 +377,61 @@ void tm_relu_backward(size_t len, const float *x, const float *dy, float *dx)
 
 void tm_gelu_forward(size_t len, const float *x, float *y)
 {
-	for (size_t i = 0; i < len; i++)
-		y[i] = gelu_tanh(x[i]);
+	gelu_forward_portable(len, x, y);
 }
 
 void tm_gelu_backward(size_t len, const float *x, const float *dy, float *dx)
 {
-	for (size_t i = 0; i < len; i++)
-		dx[i] = dy[i] * gelu_tanh_grad(x[i]);
+	gelu_backward_portable(len, x, dy, dx);
+}
+
+/* Element-wise work is cut into fixed chunks; each element's result is independent of them. */
+#define GELU_CHUNK 16384
+
+typedef struct gelu_job {
+	const ops_kernels *k;
+	size_t len;
+	const float *x, *dy;
+	float *out;
+} gelu_job;
+
+static void gelu_task(void *arg, int task)
+{
+	gelu_job *g = arg;
+	size_t lo = (size_t)task * GELU_CHUNK;
+	size_t n = g->len - lo < GELU_CHUNK ? g->len - lo : GELU_CHUNK;
+	if (g->dy)
+		g->k->gelu_backward(n, g->x + lo, g->dy + lo, g->out + lo);
+	else
+		g->k->gelu_forward(n, g->x + lo, g->out + lo);
+}
+
+static void gelu_run(const tm_ctx *ctx, size_t len, const float *x, const float *dy, float *out)
+{
+	gelu_job g = { .k = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .len = len, .x = x,
+		       .dy = dy, .out = out };
+	size_t chunks = (len + GELU_CHUNK - 1) / GELU_CHUNK;
+	if (chunks <= 1 || tm_pool_threads(ctx_pool(ctx)) == 1 || chunks > INT32_MAX) {
+		if (dy)
+			g.k->gelu_backward(len, x, dy, out);
+		else
+			g.k->gelu_forward(len, x, out);
+		return;
+	}
+	tm_pool_run(ctx_pool(ctx), (int)chunks, gelu_task, &g);
+}
+
+void tm_gelu_forward_ctx(const tm_ctx *ctx, size_t len, const float *x, float *y)
+{
+	if (len)
+		gelu_run(ctx, len, x, NULL, y);
+}
+
+void tm_gelu_backward_ctx(const tm_ctx *ctx, size_t len, const float *x, const float *dy,
+			  float *dx)
+{
+	if (len)
+		gelu_run(ctx, len, x, dy, dx);
 }
 
 // ---- layernorm ----
@@ -405,18 +498,6 @@ void tm_layernorm_backward(int rows, int d, const float *x, const float *gamma,
 
 // ---- softmax ----
 
-/* row[j] = exp(row[j] - mx) for j < len; returns the sum. */
-static float exp_shift_sum(float *row, int len, float mx)
-{
-	float s = 0.0f;
-	for (int j = 0; j < len; j++) {
-		float e = expf(row[j] - mx);
-		row[j] = e;
-		s += e;
-	}
-	return s;
-}
-
 void tm_softmax_forward(int rows, int d, const float *x, float *y)
 {
 	for (int r = 0; r < rows; r++) {
@@ -427,7 +508,7 @@ void tm_softmax_forward(int rows, int d, const float *x, float *y)
 			mx = xr[j] > mx ? xr[j] : mx;
 		if (yr != xr)
 			memcpy(yr, xr, sizeof(float) * (size_t)d);
-		float inv = 1.0f / exp_shift_sum(yr, d, mx);
+		float inv = 1.0f / exp_shift_sum_portable(yr, d, mx);
 		for (int j = 0; j < d; j++)
 			yr[j] *= inv;
 	}
@@ -481,6 +562,7 @@ static void attn_fwd_task(void *arg, int u)
 {
 	attn_job *a = arg;
 	tm_ctx solo = ctx_solo(a->ctx);
+	const ops_kernels *kern = ops_for(solo.isa);
 	int t = a->t, d = a->d, hd = d / a->n_head;
 	int bi = u / a->n_head, h = u % a->n_head;
 	const float *q = a->qkv + (size_t)bi * t * 3 * d + (size_t)h * hd;
@@ -500,7 +582,7 @@ static void attn_fwd_task(void *arg, int u)
 			else if (row[j] > mx)
 				mx = row[j];
 		}
-		float inv = 1.0f / exp_shift_sum(row, i + 1, mx);
+		float inv = 1.0f / kern->exp_shift_sum(row, i + 1, mx);
 		for (int j = 0; j <= i; j++)
 			row[j] *= inv;
 		for (int j = i + 1; j < t; j++)

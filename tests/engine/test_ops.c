@@ -399,6 +399,461 @@ START_TEST(test_forward_independent_of_threads)
 }
 END_TEST
 
+// ---- backward: finite differences ----
+
+/* A forward pass over the current inputs, returning L = sum(y * r) in double. */
+typedef double (*loss_fn)(void *arg);
+
+#define GC_H 1e-3f
+#define GC_ABS 1e-3
+#define GC_REL 1e-2
+
+/* Central differences of f with respect to every element of p against the analytic gradient:
+ * |numeric - analytic| <= GC_ABS + GC_REL * |numeric|. */
+static void check_grad(const char *what, float *p, const float *grad, size_t n, loss_fn f,
+		       void *arg)
+{
+	for (size_t i = 0; i < n; i++) {
+		float save = p[i];
+		float hi = save + GC_H, lo = save - GC_H;
+		p[i] = hi;
+		double lp = f(arg);
+		p[i] = lo;
+		double lm = f(arg);
+		p[i] = save;
+		double num = (lp - lm) / ((double)hi - (double)lo);
+		double err = fabs(num - grad[i]);
+		if (!(err <= GC_ABS + GC_REL * fabs(num)))
+			ck_abort_msg("%s[%zu]: numeric %.7g analytic %.7g", what, i, num, (double)grad[i]);
+	}
+}
+
+static double dot_r(const float *y, const float *r, size_t n)
+{
+	double s = 0;
+	for (size_t i = 0; i < n; i++)
+		s += (double)y[i] * r[i];
+	return s;
+}
+
+typedef struct conv_case {
+	tm_ctx ctx;
+	int n, cin, h, w, cout;
+	float *x, *wt, *b, *y, *r, *scratch;
+	size_t nx, nw, ny;
+} conv_case;
+
+static void conv_case_init(conv_case *c, int n, int cin, int h, int w, int cout, uint64_t seed)
+{
+	c->ctx = ctx_portable();
+	c->n = n, c->cin = cin, c->h = h, c->w = w, c->cout = cout;
+	c->nx = (size_t)n * cin * h * w;
+	c->nw = (size_t)cout * cin * 9;
+	c->ny = (size_t)n * cout * (h - 2) * (w - 2);
+	c->x = fvec(c->nx, seed);
+	c->wt = fvec(c->nw, seed + 1);
+	c->b = fvec((size_t)cout, seed + 2);
+	c->r = fvec(c->ny, seed + 3);
+	c->y = fvec(c->ny, 0);
+	c->scratch = fvec(tm_conv3x3_scratch_floats(cin, h, w), 0);
+}
+
+static void conv_case_free(conv_case *c)
+{
+	free(c->x), free(c->wt), free(c->b), free(c->r), free(c->y), free(c->scratch);
+}
+
+static double conv_loss(void *arg)
+{
+	conv_case *c = arg;
+	tm_conv3x3_forward(&c->ctx, c->n, c->cin, c->h, c->w, c->cout, c->x, c->wt, c->b,
+			   TM_ACT_NONE, c->y, c->scratch);
+	return dot_r(c->y, c->r, c->ny);
+}
+
+START_TEST(test_conv_backward_gradcheck)
+{
+	conv_case c;
+	conv_case_init(&c, 2, 3, 6, 6, 4, 101);
+	float *dx = fvec(c.nx, 0), *dw = fvec(c.nw, 0), *db = fvec((size_t)c.cout, 0);
+	tm_conv3x3_backward(&c.ctx, c.n, c.cin, c.h, c.w, c.cout, c.x, c.wt, c.r, dx, dw, db,
+			    c.scratch);
+	check_grad("conv dx", c.x, dx, c.nx, conv_loss, &c);
+	check_grad("conv dw", c.wt, dw, c.nw, conv_loss, &c);
+	check_grad("conv db", c.b, db, (size_t)c.cout, conv_loss, &c);
+	free(dx), free(dw), free(db);
+	conv_case_free(&c);
+}
+END_TEST
+
+/* Larger and odd shapes (several dW blocks) against direct double loops. */
+START_TEST(test_conv_backward_matches_direct)
+{
+	static const int shapes[][5] = { { 3, 5, 7, 9, 40 }, { 1, 1, 3, 3, 1 }, { 2, 32, 13, 13, 64 } };
+	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+		conv_case c;
+		conv_case_init(&c, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+			       shapes[s][4], 111 + 10 * s);
+		int oh = c.h - 2, ow = c.w - 2;
+		float *dx = fvec(c.nx, 0), *dw = fvec(c.nw, 0), *db = fvec((size_t)c.cout, 0);
+		double *rdx = calloc(c.nx, sizeof(double)), *rdw = calloc(c.nw, sizeof(double));
+		double *rdb = calloc((size_t)c.cout, sizeof(double));
+		tm_conv3x3_backward(&c.ctx, c.n, c.cin, c.h, c.w, c.cout, c.x, c.wt, c.r, dx, dw, db,
+				    c.scratch);
+		for (int i = 0; i < c.n; i++)
+			for (int co = 0; co < c.cout; co++)
+				for (int oy = 0; oy < oh; oy++)
+					for (int ox = 0; ox < ow; ox++) {
+						double g = c.r[(((size_t)i * c.cout + co) * oh + oy) * ow + ox];
+						rdb[co] += g;
+						for (int ci = 0; ci < c.cin; ci++)
+							for (int ky = 0; ky < 3; ky++)
+								for (int kx = 0; kx < 3; kx++) {
+									size_t xi = (((size_t)i * c.cin + ci) * c.h + oy + ky) * c.w + ox + kx;
+									size_t wi = (((size_t)co * c.cin + ci) * 3 + ky) * 3 + kx;
+									rdw[wi] += g * c.x[xi];
+									rdx[xi] += g * c.wt[wi];
+								}
+					}
+		check_close("conv dx", dx, rdx, c.nx, 1e-4, 1e-4);
+		check_close("conv dw", dw, rdw, c.nw, 1e-4, 1e-4);
+		check_close("conv db", db, rdb, (size_t)c.cout, 1e-4, 1e-4);
+		free(dx), free(dw), free(db), free(rdx), free(rdw), free(rdb);
+		conv_case_free(&c);
+	}
+}
+END_TEST
+
+START_TEST(test_conv_backward_accumulates)
+{
+	conv_case c;
+	conv_case_init(&c, 2, 3, 6, 5, 20, 121);
+	float *dx = fvec(c.nx, 0), *dw = fvec(c.nw, 0), *db = fvec((size_t)c.cout, 0);
+	float *dx2 = fvec(c.nx, 0), *dw2 = fvec(c.nw, 0), *db2 = fvec((size_t)c.cout, 0);
+	tm_conv3x3_backward(&c.ctx, c.n, c.cin, c.h, c.w, c.cout, c.x, c.wt, c.r, dx, dw, db,
+			    c.scratch);
+	for (size_t i = 0; i < c.nx; i++)
+		dx2[i] = 1e30f; /* garbage: must be overwritten */
+	for (size_t i = 0; i < c.nw; i++)
+		dw2[i] = 0.5f;
+	for (int i = 0; i < c.cout; i++)
+		db2[i] = -0.25f;
+	for (int round = 0; round < 2; round++)
+		tm_conv3x3_backward(&c.ctx, c.n, c.cin, c.h, c.w, c.cout, c.x, c.wt, c.r, dx2, dw2,
+				    db2, c.scratch);
+	ck_assert_mem_eq(dx, dx2, sizeof(float) * c.nx);
+	for (size_t i = 0; i < c.nw; i++)
+		ck_assert_float_eq_tol(dw2[i], 0.5f + 2 * dw[i], 1e-5f);
+	for (int i = 0; i < c.cout; i++)
+		ck_assert_float_eq_tol(db2[i], -0.25f + 2 * db[i], 1e-5f);
+	/* dx, dw and db are each optional */
+	float *dw3 = fvec(c.nw, 0);
+	tm_conv3x3_backward(&c.ctx, c.n, c.cin, c.h, c.w, c.cout, c.x, c.wt, c.r, NULL, dw3, NULL,
+			    c.scratch);
+	ck_assert_mem_eq(dw, dw3, sizeof(float) * c.nw);
+	memset(dx2, 0, sizeof(float) * c.nx);
+	tm_conv3x3_backward(&c.ctx, c.n, c.cin, c.h, c.w, c.cout, c.x, c.wt, c.r, dx2, NULL, NULL,
+			    c.scratch);
+	ck_assert_mem_eq(dx, dx2, sizeof(float) * c.nx);
+	free(dx), free(dw), free(db), free(dx2), free(dw2), free(db2), free(dw3);
+	conv_case_free(&c);
+}
+END_TEST
+
+typedef struct pool_case {
+	int n, c, h, w;
+	float *x, *y, *r;
+	size_t nx, ny;
+} pool_case;
+
+static double pool_loss(void *arg)
+{
+	pool_case *p = arg;
+	tm_maxpool2_forward(p->n, p->c, p->h, p->w, p->x, p->y, NULL);
+	return dot_r(p->y, p->r, p->ny);
+}
+
+START_TEST(test_maxpool_backward_gradcheck)
+{
+	pool_case p = { .n = 2, .c = 3, .h = 5, .w = 6 };
+	p.nx = (size_t)p.n * p.c * p.h * p.w;
+	p.ny = (size_t)p.n * p.c * (p.h / 2) * (p.w / 2);
+	p.x = fvec(p.nx, 0);
+	p.y = fvec(p.ny, 0);
+	p.r = fvec(p.ny, 131);
+	/* distinct values 0.01 apart, in a scrambled order, so h never changes an argmax */
+	for (size_t i = 0; i < p.nx; i++)
+		p.x[i] = 0.01f * (float)((i * 37) % p.nx) - 1.0f;
+	int32_t *idx = malloc(sizeof(int32_t) * p.ny);
+	float *dx = fvec(p.nx, 0);
+	tm_maxpool2_forward(p.n, p.c, p.h, p.w, p.x, p.y, idx);
+	for (size_t i = 0; i < p.nx; i++)
+		dx[i] = 1e30f; /* overwritten, including the dropped last row */
+	tm_maxpool2_backward(p.n, p.c, p.h, p.w, idx, p.r, dx);
+	check_grad("maxpool dx", p.x, dx, p.nx, pool_loss, &p);
+	free(p.x), free(p.y), free(p.r), free(idx), free(dx);
+}
+END_TEST
+
+typedef struct act_case {
+	bool gelu;
+	size_t n;
+	float *x, *y, *r;
+} act_case;
+
+static double act_loss(void *arg)
+{
+	act_case *a = arg;
+	if (a->gelu)
+		tm_gelu_forward(a->n, a->x, a->y);
+	else
+		tm_relu_forward(a->n, a->x, a->y);
+	return dot_r(a->y, a->r, a->n);
+}
+
+START_TEST(test_activation_backward_gradcheck)
+{
+	for (int g = 0; g < 2; g++) {
+		act_case a = { .gelu = g, .n = 200 };
+		a.x = fvec(a.n, 141 + g);
+		a.y = fvec(a.n, 0);
+		a.r = fvec(a.n, 143);
+		float *dx = fvec(a.n, 0);
+		for (size_t i = 0; i < a.n; i++) {
+			a.x[i] *= 4.0f;
+			if (fabsf(a.x[i]) < 0.01f) /* ReLU: stay away from the kink */
+				a.x[i] = 0.5f;
+			dx[i] = 1e30f;
+		}
+		if (g)
+			tm_gelu_backward(a.n, a.x, a.r, dx);
+		else
+			tm_relu_backward(a.n, a.x, a.r, dx);
+		check_grad(g ? "gelu dx" : "relu dx", a.x, dx, a.n, act_loss, &a);
+		free(a.x), free(a.y), free(a.r), free(dx);
+	}
+}
+END_TEST
+
+typedef struct ln_case {
+	int rows, d;
+	float *x, *g, *b, *y, *r, *mean, *rstd;
+	size_t nx;
+} ln_case;
+
+static double ln_loss(void *arg)
+{
+	ln_case *l = arg;
+	tm_layernorm_forward(l->rows, l->d, l->x, l->g, l->b, l->y, NULL, NULL);
+	return dot_r(l->y, l->r, l->nx);
+}
+
+START_TEST(test_layernorm_backward_gradcheck)
+{
+	ln_case l = { .rows = 3, .d = 7 };
+	l.nx = (size_t)l.rows * l.d;
+	l.x = fvec(l.nx, 151);
+	l.g = fvec((size_t)l.d, 152);
+	l.b = fvec((size_t)l.d, 153);
+	l.r = fvec(l.nx, 154);
+	l.y = fvec(l.nx, 0);
+	l.mean = fvec((size_t)l.rows, 0);
+	l.rstd = fvec((size_t)l.rows, 0);
+	for (size_t i = 0; i < l.nx; i++)
+		l.x[i] = 2.0f * l.x[i] + 1.0f;
+	float *dx = fvec(l.nx, 0), *dg = fvec((size_t)l.d, 0), *dbeta = fvec((size_t)l.d, 0);
+	tm_layernorm_forward(l.rows, l.d, l.x, l.g, l.b, l.y, l.mean, l.rstd);
+	tm_layernorm_backward(l.rows, l.d, l.x, l.g, l.mean, l.rstd, l.r, dx, dg, dbeta);
+	check_grad("layernorm dx", l.x, dx, l.nx, ln_loss, &l);
+	check_grad("layernorm dgamma", l.g, dg, (size_t)l.d, ln_loss, &l);
+	check_grad("layernorm dbeta", l.b, dbeta, (size_t)l.d, ln_loss, &l);
+	/* accumulation: dgamma/dbeta +=, dx overwritten */
+	float *dx2 = fvec(l.nx, 0), *dg2 = fvec((size_t)l.d, 0), *db2 = fvec((size_t)l.d, 0);
+	for (size_t i = 0; i < l.nx; i++)
+		dx2[i] = 1e30f;
+	for (int j = 0; j < l.d; j++)
+		dg2[j] = 1.0f, db2[j] = -1.0f;
+	tm_layernorm_backward(l.rows, l.d, l.x, l.g, l.mean, l.rstd, l.r, dx2, dg2, db2);
+	ck_assert_mem_eq(dx, dx2, sizeof(float) * l.nx);
+	for (int j = 0; j < l.d; j++) {
+		ck_assert_float_eq_tol(dg2[j], 1.0f + dg[j], 1e-6f);
+		ck_assert_float_eq_tol(db2[j], -1.0f + dbeta[j], 1e-6f);
+	}
+	free(l.x), free(l.g), free(l.b), free(l.r), free(l.y), free(l.mean), free(l.rstd);
+	free(dx), free(dg), free(dbeta), free(dx2), free(dg2), free(db2);
+}
+END_TEST
+
+typedef struct emb_case {
+	int n, d;
+	const int32_t *tok, *pos;
+	float *wte, *wpe, *out, *r;
+} emb_case;
+
+static double emb_loss(void *arg)
+{
+	emb_case *e = arg;
+	tm_embedding_forward(e->n, e->d, e->tok, e->pos, e->wte, e->wpe, e->out);
+	return dot_r(e->out, e->r, (size_t)e->n * e->d);
+}
+
+START_TEST(test_embedding_backward_gradcheck)
+{
+	const int32_t tok[] = { 3, 0, 0, 2, 3, 3 }; /* token 1 unused: its gradient stays */
+	const int32_t pos[] = { 0, 1, 2, 0, 1, 2 };
+	emb_case e = { .n = 6, .d = 5, .tok = tok, .pos = pos };
+	size_t nte = 4 * 5, npe = 3 * 5;
+	e.wte = fvec(nte, 161);
+	e.wpe = fvec(npe, 162);
+	e.r = fvec((size_t)e.n * e.d, 163);
+	e.out = fvec((size_t)e.n * e.d, 0);
+	float *dte = fvec(nte, 0), *dpe = fvec(npe, 0);
+	tm_embedding_backward(e.n, e.d, tok, pos, e.r, dte, dpe);
+	check_grad("embedding dwte", e.wte, dte, nte, emb_loss, &e);
+	check_grad("embedding dwpe", e.wpe, dpe, npe, emb_loss, &e);
+	/* accumulates */
+	float *dte2 = fvec(nte, 0), *dpe2 = fvec(npe, 0);
+	for (size_t i = 0; i < nte; i++)
+		dte2[i] = 2.0f;
+	tm_embedding_backward(e.n, e.d, tok, pos, e.r, dte2, dpe2);
+	tm_embedding_backward(e.n, e.d, tok, pos, e.r, dte2, dpe2);
+	for (size_t i = 0; i < nte; i++)
+		ck_assert_float_eq_tol(dte2[i], 2.0f + 2 * dte[i], 1e-6f);
+	for (size_t i = 0; i < npe; i++)
+		ck_assert_float_eq_tol(dpe2[i], 2 * dpe[i], 1e-6f);
+	free(e.wte), free(e.wpe), free(e.r), free(e.out), free(dte), free(dpe), free(dte2), free(dpe2);
+}
+END_TEST
+
+typedef struct attn_case {
+	tm_ctx ctx;
+	int b, t, d, nh;
+	const int32_t *seg;
+	float *qkv, *att, *out, *r;
+	size_t nqkv, natt, nout;
+} attn_case;
+
+static double attn_loss(void *arg)
+{
+	attn_case *a = arg;
+	tm_attention_forward(&a->ctx, a->b, a->t, a->d, a->nh, a->qkv, a->seg, a->att, a->out);
+	return dot_r(a->out, a->r, a->nout);
+}
+
+START_TEST(test_attention_backward_gradcheck)
+{
+	const int32_t seg[] = { 0, 0, 1, 1, 1, 4, 4, 4, 2, 2 };
+	for (int masked = 0; masked < 2; masked++) {
+		attn_case a = { .ctx = ctx_portable(), .b = 2, .t = 5, .d = 8, .nh = 2,
+				.seg = masked ? seg : NULL };
+		a.nqkv = (size_t)a.b * a.t * 3 * a.d;
+		a.natt = (size_t)a.b * a.nh * a.t * a.t;
+		a.nout = (size_t)a.b * a.t * a.d;
+		a.qkv = fvec(a.nqkv, 171 + masked);
+		a.att = fvec(a.natt, 0);
+		a.out = fvec(a.nout, 0);
+		a.r = fvec(a.nout, 173);
+		for (size_t i = 0; i < a.nqkv; i++)
+			a.qkv[i] *= 2.0f;
+		float *dqkv = fvec(a.nqkv, 0);
+		float *scratch = fvec(tm_attention_scratch_floats(a.b, a.t, a.nh), 0);
+		for (size_t i = 0; i < a.nqkv; i++)
+			dqkv[i] = 1e30f; /* overwritten */
+		attn_loss(&a);
+		tm_attention_backward(&a.ctx, a.b, a.t, a.d, a.nh, a.qkv, a.seg, a.att, a.r, dqkv,
+				      scratch);
+		check_grad(masked ? "attention dqkv (seg)" : "attention dqkv", a.qkv, dqkv, a.nqkv,
+			   attn_loss, &a);
+		free(a.qkv), free(a.att), free(a.out), free(a.r), free(dqkv), free(scratch);
+	}
+}
+END_TEST
+
+typedef struct ce_case {
+	int n, v;
+	float *logits;
+	const int32_t *targets;
+} ce_case;
+
+static double ce_loss(void *arg)
+{
+	ce_case *c = arg;
+	return tm_cross_entropy(c->n, c->v, c->logits, c->targets, NULL, NULL);
+}
+
+START_TEST(test_cross_entropy_gradcheck)
+{
+	const int32_t targets[] = { 2, -1, 0, 6, 6 };
+	ce_case c = { .n = 5, .v = 7, .targets = targets };
+	size_t nl = (size_t)c.n * c.v;
+	c.logits = fvec(nl, 181);
+	for (size_t i = 0; i < nl; i++)
+		c.logits[i] *= 3.0f;
+	float *dl = fvec(nl, 0);
+	for (size_t i = 0; i < nl; i++)
+		dl[i] = 1e30f;
+	int correct = -1;
+	tm_cross_entropy(c.n, c.v, c.logits, targets, dl, &correct);
+	check_grad("cross-entropy dlogits", c.logits, dl, nl, ce_loss, &c);
+	for (int j = 0; j < c.v; j++)
+		ck_assert_float_eq(dl[c.v + j], 0.0f); /* the ignored row */
+	int want = 0;
+	for (int r = 0; r < c.n; r++) {
+		if (targets[r] < 0)
+			continue;
+		int arg = 0;
+		for (int j = 1; j < c.v; j++)
+			if (c.logits[r * c.v + j] > c.logits[r * c.v + arg])
+				arg = j;
+		want += arg == targets[r];
+	}
+	ck_assert_int_eq(correct, want);
+	free(c.logits), free(dl);
+}
+END_TEST
+
+START_TEST(test_backward_independent_of_threads)
+{
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	tm_isa isa = tm_isa_best(&cpu);
+	conv_case c;
+	conv_case_init(&c, 5, 3, 10, 9, 40, 191); /* 3 dW blocks, 5 images */
+	int ab = 3, at = 33, ad = 24, anh = 4;
+	size_t nqkv = (size_t)ab * at * 3 * ad, natt = (size_t)ab * anh * at * at;
+	float *qkv = fvec(nqkv, 192), *dout = fvec((size_t)ab * at * ad, 193);
+	float *att = fvec(natt, 0), *out = fvec((size_t)ab * at * ad, 0);
+	float *scratch = fvec(tm_attention_scratch_floats(ab, at, anh), 0);
+	int32_t seg[3 * 33];
+	for (int i = 0; i < ab * at; i++)
+		seg[i] = (i % at) / 7;
+	tm_ctx c0 = { .isa = isa };
+	tm_attention_forward(&c0, ab, at, ad, anh, qkv, seg, att, out);
+	float *dx[3], *dw[3], *db[3], *dqkv[3];
+	for (int r = 0; r < 3; r++) {
+		tm_ctx ctx = { .isa = isa, .pool = r ? tm_pool_new(r + 1) : NULL };
+		dx[r] = fvec(c.nx, 0);
+		dw[r] = fvec(c.nw, 0);
+		db[r] = fvec((size_t)c.cout, 0);
+		dqkv[r] = fvec(nqkv, 0);
+		tm_conv3x3_backward(&ctx, c.n, c.cin, c.h, c.w, c.cout, c.x, c.wt, c.r, dx[r], dw[r],
+				    db[r], c.scratch);
+		tm_attention_backward(&ctx, ab, at, ad, anh, qkv, seg, att, dout, dqkv[r], scratch);
+		tm_pool_free(ctx.pool);
+	}
+	for (int r = 1; r < 3; r++) {
+		ck_assert_mem_eq(dx[0], dx[r], sizeof(float) * c.nx);
+		ck_assert_mem_eq(dw[0], dw[r], sizeof(float) * c.nw);
+		ck_assert_mem_eq(db[0], db[r], sizeof(float) * (size_t)c.cout);
+		ck_assert_mem_eq(dqkv[0], dqkv[r], sizeof(float) * nqkv);
+	}
+	for (int r = 0; r < 3; r++)
+		free(dx[r]), free(dw[r]), free(db[r]), free(dqkv[r]);
+	free(qkv), free(dout), free(att), free(out), free(scratch);
+	conv_case_free(&c);
+}
+END_TEST
+
 // ---- suite ----
 
 Suite *ops_suite(void)
@@ -417,5 +872,18 @@ Suite *ops_suite(void)
 	tcase_add_test(fwd, test_cross_entropy_hand_example);
 	tcase_add_test(fwd, test_forward_independent_of_threads);
 	suite_add_tcase(s, fwd);
+	TCase *bwd = tcase_create("backward");
+	tcase_set_timeout(bwd, 120);
+	tcase_add_test(bwd, test_conv_backward_gradcheck);
+	tcase_add_test(bwd, test_conv_backward_matches_direct);
+	tcase_add_test(bwd, test_conv_backward_accumulates);
+	tcase_add_test(bwd, test_maxpool_backward_gradcheck);
+	tcase_add_test(bwd, test_activation_backward_gradcheck);
+	tcase_add_test(bwd, test_layernorm_backward_gradcheck);
+	tcase_add_test(bwd, test_embedding_backward_gradcheck);
+	tcase_add_test(bwd, test_attention_backward_gradcheck);
+	tcase_add_test(bwd, test_cross_entropy_gradcheck);
+	tcase_add_test(bwd, test_backward_independent_of_threads);
+	suite_add_tcase(s, bwd);
 	return s;
 }

@@ -1,0 +1,109 @@
+/* ops_avx512.c: the AVX-512 row of ops_kernels (ops_int.h): a 16-lane exp (range reduction by
+ * ln 2 split in two, a degree-7 polynomial, the exponent added as an integer), softmax-row
+ * exponentials with their sum, and GELU written as x * sigmoid(2u) so no tanh is needed.
+ * Tails use masked loads and stores.  Built with the SIMD_AVX512 flags only; ops.c calls it
+ * only when ctx->isa says the CPU has AVX-512. */
+#include "ops_int.h"
+
+#include <immintrin.h>
+
+// ---- exp ----
+
+/* exp(x) within ~2 ulp; x < -87.3 (and -inf) gives 0, x > 88.3 saturates, NaN stays NaN. */
+static inline __m512 exp16(__m512 x)
+{
+	const __m512 lo = _mm512_set1_ps(-87.33654f), hi = _mm512_set1_ps(88.3762626647949f);
+	__mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+	x = _mm512_max_ps(lo, _mm512_min_ps(hi, x)); /* x second: NaN propagates */
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+					_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+	r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+	__m512 p = _mm512_set1_ps(1.0f / 5040);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	__m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+	return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
+}
+
+static float exp_shift_sum_avx512(float *row, int len, float mx)
+{
+	__m512 m = _mm512_set1_ps(mx), acc = _mm512_setzero_ps();
+	int j = 0;
+	for (; j + 16 <= len; j += 16) {
+		__m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(row + j), m));
+		_mm512_storeu_ps(row + j, e);
+		acc = _mm512_add_ps(acc, e);
+	}
+	if (j < len) {
+		__mmask16 k = (__mmask16)((1u << (len - j)) - 1);
+		__m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), m));
+		_mm512_mask_storeu_ps(row + j, k, e);
+		acc = _mm512_mask_add_ps(acc, k, acc, e);
+	}
+	return _mm512_reduce_add_ps(acc);
+}
+
+// ---- GELU ----
+
+/* 0.5 * (1 + tanh(u)) = sigmoid(2u) with u = sqrt(2/pi) * (x + 0.044715 x^3). */
+static inline __m512 gelu_gate(__m512 x, __m512 *x2out)
+{
+	__m512 x2 = _mm512_mul_ps(x, x);
+	__m512 m2u = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(-1.5957691216057308f)),
+				   _mm512_fmadd_ps(x2, _mm512_set1_ps(0.044715f), _mm512_set1_ps(1.0f)));
+	*x2out = x2;
+	return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(m2u)));
+}
+
+static void gelu_forward_avx512(size_t len, const float *x, float *y)
+{
+	size_t i = 0;
+	__m512 x2;
+	for (; i + 16 <= len; i += 16) {
+		__m512 v = _mm512_loadu_ps(x + i);
+		_mm512_storeu_ps(y + i, _mm512_mul_ps(v, gelu_gate(v, &x2)));
+	}
+	if (i < len) {
+		__mmask16 k = (__mmask16)((1u << (len - i)) - 1);
+		__m512 v = _mm512_maskz_loadu_ps(k, x + i);
+		_mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(v, gelu_gate(v, &x2)));
+	}
+}
+
+/* GELU'(x) = s + x * s * (1 - s) * 2 * sqrt(2/pi) * (1 + 3 * 0.044715 x^2), s = sigmoid(2u). */
+static inline __m512 gelu_grad16(__m512 v)
+{
+	__m512 x2, s = gelu_gate(v, &x2);
+	__m512 du = _mm512_fmadd_ps(x2, _mm512_set1_ps(3.0f * 0.044715f * 1.5957691216057308f),
+				    _mm512_set1_ps(1.5957691216057308f));
+	__m512 ss = _mm512_mul_ps(s, _mm512_sub_ps(_mm512_set1_ps(1.0f), s));
+	return _mm512_fmadd_ps(_mm512_mul_ps(v, ss), du, s);
+}
+
+static void gelu_backward_avx512(size_t len, const float *x, const float *dy, float *dx)
+{
+	size_t i = 0;
+	for (; i + 16 <= len; i += 16) {
+		__m512 g = gelu_grad16(_mm512_loadu_ps(x + i));
+		_mm512_storeu_ps(dx + i, _mm512_mul_ps(g, _mm512_loadu_ps(dy + i)));
+	}
+	if (i < len) {
+		__mmask16 k = (__mmask16)((1u << (len - i)) - 1);
+		__m512 g = gelu_grad16(_mm512_maskz_loadu_ps(k, x + i));
+		_mm512_mask_storeu_ps(dx + i, k, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(k, dy + i)));
+	}
+}
+
+// ---- kernel set ----
+
+const ops_kernels tm_ops_avx512 = {
+	.exp_shift_sum = exp_shift_sum_avx512,
+	.gelu_forward = gelu_forward_avx512,
+	.gelu_backward = gelu_backward_avx512,
+};
