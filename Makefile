@@ -63,7 +63,7 @@ ENGINE_OBJS += engine/model.o
 ENGINE_OBJS += engine/transformer.o
 ENGINE_OBJS += engine/train.o
 
-EVENTS_OBJS +=
+EVENTS_OBJS += events/stats.o
 
 SERVER_OBJS += server/opts.o
 SERVER_OBJS += server/log.o
@@ -83,6 +83,7 @@ TEST_OBJS += tests/engine/test_safetensors.o
 TEST_OBJS += tests/engine/test_model.o
 TEST_OBJS += tests/engine/test_train.o
 TEST_OBJS += tests/engine/test_transformer.o
+TEST_OBJS += tests/events/test_stats.o
 TEST_OBJS += tests/server/test_opts.o
 TEST_OBJS += tests/server/test_db.o
 TEST_OBJS += tests/integration/test_health.o

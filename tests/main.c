@@ -16,6 +16,7 @@ static const suite_fn suites[] = {
 	model_suite,
 	train_suite,
 	transformer_suite,
+	stats_suite,
 	opts_suite,
 	db_suite,
 	health_suite,

@@ -20,6 +20,7 @@ Suite *safetensors_suite(void);
 Suite *model_suite(void);
 Suite *train_suite(void);
 Suite *transformer_suite(void);
+Suite *stats_suite(void);
 Suite *opts_suite(void);
 Suite *db_suite(void);
 Suite *health_suite(void);

@@ -1,0 +1,188 @@
+/* events.h: the public API of the events/ subsystem: the three events, the measurement harness
+ * and its statistics, the config parser and validator, scoring, and the pieces tinymlperf-run
+ * is built from.  Each module of events/ owns one section below, banner and prefix included;
+ * everything here is linked into libtinymlperf.a next to the engine, whose header it includes
+ * for tm_err, the tm_rng generator and the TM_E* codes.  docs/statistics.md explains the
+ * statistics section with formulas, defaults, references and worked examples. */
+#ifndef TM_EVENTS_H
+#define TM_EVENTS_H
+
+#include "engine.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// ---- statistics (stats.c) ----
+/* Pure, deterministic statistics over timing samples (nanoseconds, or any unit: nothing here
+ * assumes one).  Functions that need sorted data say "sorted" in their name and expect
+ * ascending order; the others copy and sort internally.  Functions that can fail return 0 or a
+ * negative TM_E* code and fill err (may be NULL): empty input, NaN or infinite samples,
+ * out-of-range parameters, or an allocation failure. */
+
+#define STATS_ES_PERCENTILE 0.90    /* the early-stopping target percentile of the summary */
+#define STATS_ES_CONFIDENCE 0.99    /* its confidence, as MLPerf LoadGen */
+#define STATS_MEDIAN_CI_LEVEL 0.95  /* coverage of the median's confidence interval */
+#define STATS_OUTLIER_Z 3.5         /* |modified z-score| above which a sample is flagged */
+#define STATS_BOOT_RESAMPLES 2000   /* default bootstrap resamples for the speedup interval */
+#define STATS_BOOT_LEVEL 0.95       /* coverage of the speedup's bootstrap interval */
+
+/* The LoadGen percentile: sorted[floor(n * p)] (0-based), clamped to sorted[n - 1]; p in
+ * [0, 1].  E.g. n = 10, p = 0.9 gives sorted[9], the maximum.  n must be >= 1. */
+double stats_percentile_sorted(const double *sorted, size_t n, double p);
+/* The usual median: the middle element, or the mean of the two middle ones when n is even. */
+double stats_median_sorted(const double *sorted, size_t n);
+
+/* P(X <= k) for X ~ Binomial(n, q), summed in log space so it neither underflows (n = 10^6) nor
+ * loses the tail; 1 when k >= n.  q in [0, 1]. */
+double stats_binom_cdf(size_t k, size_t n, double q);
+
+/* MLPerf LoadGen's early-stopping percentile estimate (single-stream).  With n queries, a
+ * target percentile p and confidence c, t is the largest number of "overlatency" queries
+ * (t >= 1) for which P(Binomial(n, 1 - p) <= t) < 1 - c; the estimate is sorted[n - t], i.e.
+ * the t - 1 slowest queries are discarded.  If even t = 1 fails there are not enough queries
+ * (ok = false, estimate = the maximum). */
+typedef struct stats_es {
+	size_t n;            /* samples */
+	bool ok;             /* n >= min_queries: the estimate is a valid early-stopping bound */
+	size_t min_queries;  /* LoadGen's minimum: the smallest n for which t = 1 passes */
+	size_t overlatency;  /* t, queries at or above the estimate (0 when !ok) */
+	size_t discarded;    /* t - 1 slowest queries ignored (0 when !ok) */
+	size_t index;        /* 0-based index of the estimate in the sorted samples */
+	double estimate;     /* sorted[index], sample units */
+	double p, confidence;
+} stats_es;
+
+/* The smallest h such that P(Binomial(h + t, 1 - p) <= t) < 1 - c: with h queries under the
+ * latency and t over it, the true p-quantile is below that latency with confidence c.
+ * stats_es_min_passing(0, 0.9, 0.99) = 44, (1, 0.9, 0.99) = 63.  0 for invalid p or c. */
+size_t stats_es_min_passing(size_t t, double p, double c);
+int stats_es_compute(const double *sorted, size_t n, double p, double c, stats_es *out,
+		     tm_err *err);
+
+/* Distribution-free confidence interval of the median from order statistics: the largest rank
+ * l (1-based) with P(l <= B <= n - l) >= level, B ~ Binomial(n, 1/2), and u = n - l + 1; the
+ * interval is [sorted[l - 1], sorted[u - 1]].  For level 0.95 it exists from n = 6 on; below
+ * that exists = false and the interval is [min, max] with its (too small) coverage. */
+typedef struct stats_median_ci {
+	size_t n;         /* samples */
+	bool exists;      /* some symmetric pair of ranks reaches the level */
+	size_t lo_rank;   /* l, 1-based */
+	size_t hi_rank;   /* u = n - l + 1, 1-based */
+	double low;       /* sorted[l - 1], sample units */
+	double high;      /* sorted[u - 1], sample units */
+	double coverage;  /* exact P(l <= B <= n - l), in [0, 1] */
+	double level;     /* the level asked for */
+} stats_median_ci;
+
+int stats_median_ci_compute(const double *sorted, size_t n, double level, stats_median_ci *out,
+			    tm_err *err);
+
+/* Outliers by the modified z-score of Iglewicz and Hoaglin: M_i = 0.6745 (x_i - median) / MAD,
+ * MAD = median |x_i - median|, flagged when |M_i| > 3.5.  When MAD = 0 the mean absolute
+ * deviation stands in: M_i = (x_i - median) / (1.253314 MeanAD); when that is 0 too (all
+ * samples equal) nothing is flagged.  Samples are flagged, never removed. */
+typedef struct stats_outliers {
+	size_t count;      /* flagged samples */
+	size_t low, high;  /* of which below / above the median */
+	double median;     /* sample units */
+	double mad;        /* median absolute deviation, sample units */
+	double mean_ad;    /* mean absolute deviation around the median (used when mad == 0) */
+	bool mad_zero;     /* the MeanAD fallback was used */
+} stats_outliers;
+
+/* x in its original order; idx (may be NULL) receives the 0-based indices of flagged samples in
+ * ascending order, at most idx_cap of them (out->count is the full count). */
+int stats_outliers_find(const double *x, size_t n, size_t *idx, size_t idx_cap,
+			stats_outliers *out, tm_err *err);
+
+/* Everything the result's latency{} object reports about one set of samples. */
+typedef struct stats_summary {
+	size_t n;
+	double mean, sd;        /* sd: sample standard deviation (n - 1); 0 when n == 1 */
+	double min, max, median;
+	double p90, p95, p99, p999;  /* LoadGen percentiles (stats_percentile_sorted) */
+	stats_es es;                 /* STATS_ES_PERCENTILE at STATS_ES_CONFIDENCE */
+	stats_median_ci median_ci;   /* STATS_MEDIAN_CI_LEVEL */
+	stats_outliers outliers;     /* STATS_OUTLIER_Z */
+} stats_summary;
+
+int stats_summary_compute(const double *x, size_t n, stats_summary *out, tm_err *err);
+int stats_summary_compute_u64(const uint64_t *x, size_t n, stats_summary *out, tm_err *err);
+
+/* items / seconds; 0 when seconds <= 0 or either is not finite. */
+double stats_throughput(double items, double seconds);
+
+/* Speedup of k interleaved pairs (baseline block time base[i], submission block time sub[i],
+ * same work in both): value = sum(base) / sum(sub), with a percentile bootstrap interval at
+ * STATS_BOOT_LEVEL over pairs resampled with replacement by a tm_rng seeded with seed.  The
+ * same inputs and seed give the same interval bit for bit.  resamples 0 means
+ * STATS_BOOT_RESAMPLES; at most 1000000. */
+typedef struct stats_speedup {
+	double value;        /* sum(base) / sum(sub); > 1 means the submission is faster */
+	double ci_low;       /* bootstrap percentile interval */
+	double ci_high;
+	size_t pairs;        /* k */
+	unsigned resamples;  /* B actually used */
+	uint64_t seed;
+} stats_speedup;
+
+int stats_speedup_compute(const double *base, const double *sub, size_t k, unsigned resamples,
+			  uint64_t seed, stats_speedup *out, tm_err *err);
+
+/* The VALID/INVALID decision.  Thresholds live in stats_limits (stats_limits_default fills the
+ * documented defaults); the measurement's facts in stats_verdict_in.  A width threshold <= 0
+ * disables that check; a NULL pointer in stats_verdict_in skips the checks about it. */
+typedef struct stats_limits {
+	size_t min_count;              /* default 1024 (the harness uses 5 for offline passes) */
+	double min_duration_s;         /* seconds, default 5 */
+	size_t min_pairs;              /* interleaved pairs behind a speedup, default 10 */
+	double max_speedup_rel_width;  /* (ci_high - ci_low) / value, default 0.10 */
+	double max_median_rel_width;   /* (ci high - ci low) / median, default 0.10 */
+} stats_limits;
+
+void stats_limits_default(stats_limits *lim);
+
+typedef struct stats_verdict_in {
+	const char *unit;                  /* what count counts: "queries", "passes"; NULL: "samples" */
+	size_t count;                      /* measurements taken */
+	double duration_s;                 /* seconds of measurement */
+	bool hit_max_duration;             /* the planner stopped at its cap (stats_plan.hit_max) */
+	const stats_speedup *speedup;      /* NULL: no speedup check */
+	const stats_median_ci *median_ci;  /* NULL: no median check */
+	double median;                     /* the median the interval belongs to (with median_ci) */
+	const stats_es *es;                /* NULL: no early-stopping check */
+} stats_verdict_in;
+
+#define STATS_MAX_REASONS 8
+#define STATS_REASON_LEN 160
+
+typedef struct stats_verdict {
+	bool valid;                                       /* no reasons */
+	int n_reasons;
+	char reasons[STATS_MAX_REASONS][STATS_REASON_LEN];  /* lowercase, one fact each */
+} stats_verdict;
+
+/* lim NULL means the defaults. */
+void stats_verdict_decide(const stats_verdict_in *in, const stats_limits *lim,
+			  stats_verdict *out);
+
+/* The timing-loop planner: feed it each measurement's duration; it is done once both minimums
+ * are met (at least one measurement), or when the elapsed time reaches max_duration_s
+ * (hit_max = true if the minimums were not met then).  max_duration_s <= 0: no cap. */
+typedef struct stats_plan {
+	size_t min_count;       /* measurements */
+	double min_duration_s;  /* seconds */
+	double max_duration_s;  /* seconds, <= 0 for no cap */
+	size_t count;           /* measurements so far */
+	double elapsed_s;       /* seconds so far (sum of what stats_plan_add was given) */
+	bool done;
+	bool hit_max;           /* stopped by the cap with a minimum unmet */
+} stats_plan;
+
+void stats_plan_init(stats_plan *p, size_t min_count, double min_duration_s,
+		     double max_duration_s);
+void stats_plan_add(stats_plan *p, double seconds);
+bool stats_plan_done(const stats_plan *p);
+
+#endif

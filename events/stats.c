@@ -1,0 +1,557 @@
+/* stats.c: the statistics of the measurement harness: summaries with LoadGen percentiles, the
+ * LoadGen early-stopping percentile estimate, the order-statistic confidence interval of the
+ * median, modified z-score outliers, throughput, the bootstrap interval of an interleaved
+ * speedup, the VALID/INVALID verdict and the timing-loop planner.  Everything is pure and
+ * deterministic (the bootstrap draws from a seeded tm_rng); docs/statistics.md gives the
+ * definitions, the derivations and the worked examples that tests/events/test_stats.c checks. */
+#include "events.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- sorting and order statistics ----
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static void sort_doubles(double *x, size_t n)
+{
+	qsort(x, n, sizeof(*x), cmp_double);
+}
+
+double stats_percentile_sorted(const double *sorted, size_t n, double p)
+{
+	/* LoadGen indexes its sorted latencies with sample_count * percentile converted to an
+	 * integer, i.e. floor(n * p).  p = 1 would run past the end: clamp. */
+	if (!(p > 0))
+		return sorted[0];
+	double pos = floor((double)n * p);
+	size_t i = pos >= (double)n ? n - 1 : (size_t)pos;
+	return sorted[i];
+}
+
+double stats_median_sorted(const double *sorted, size_t n)
+{
+	if (n % 2)
+		return sorted[n / 2];
+	return 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+}
+
+static int check_samples(const double *x, size_t n, const char *what, tm_err *err)
+{
+	if (n == 0 || !x)
+		return tm_err_set(err, TM_EINVAL, what, "stats: '%s' has no samples, need at least 1",
+				  what);
+	for (size_t i = 0; i < n; i++)
+		if (!isfinite(x[i]))
+			return tm_err_set(err, TM_EINVAL, what,
+					  "stats: '%s' sample %zu is not finite", what, i);
+	return 0;
+}
+
+static double *sorted_copy(const double *x, size_t n, const char *what, tm_err *err)
+{
+	double *s = malloc(n * sizeof(*s));
+	if (!s) {
+		tm_err_set(err, TM_ENOMEM, what, "stats: cannot allocate %zu samples for '%s'", n,
+			   what);
+		return NULL;
+	}
+	memcpy(s, x, n * sizeof(*s));
+	sort_doubles(s, n);
+	return s;
+}
+
+// ---- binomial distribution ----
+/* The CDF is accumulated term by term in log space: log pmf(0) = n log(1 - q), then
+ * pmf(i + 1) / pmf(i) = (n - i) / (i + 1) * q / (1 - q), in long double (64-bit mantissa on
+ * x86-64).  Each step adds an absolute rounding error of about |log pmf(0)| * 5e-20 to the log,
+ * so after k steps a term is off by a relative k n 5e-20 or so (5e-10 at n = 10^6, k = 10^5),
+ * and no term underflows however large n is (0.9^10000 does in linear space). */
+
+typedef struct binom_walk {
+	size_t n;            /* trials */
+	size_t i;            /* the current k */
+	long double lratio;  /* log(q / (1 - q)) */
+	long double lpmf;    /* log P(X = i) */
+	long double lcdf;    /* log P(X <= i) */
+} binom_walk;
+
+static long double log_add(long double a, long double b)
+{
+	if (a < b) {
+		long double t = a;
+		a = b;
+		b = t;
+	}
+	if (b == -INFINITY)
+		return a;
+	return a + log1pl(expl(b - a));
+}
+
+/* Requires 0 < q < 1. */
+static void binom_walk_init(binom_walk *w, size_t n, double q)
+{
+	w->n = n;
+	w->i = 0;
+	w->lratio = logl(q) - log1pl(-(long double)q);
+	w->lpmf = (long double)n * log1pl(-(long double)q);
+	w->lcdf = w->lpmf;
+}
+
+/* Advance to i + 1; requires i < n. */
+static void binom_walk_step(binom_walk *w)
+{
+	w->lpmf += logl((long double)(w->n - w->i) / (long double)(w->i + 1)) + w->lratio;
+	w->i++;
+	w->lcdf = log_add(w->lcdf, w->lpmf);
+}
+
+static double binom_walk_cdf(const binom_walk *w)
+{
+	double c = (double)expl(w->lcdf);
+	return c > 1 ? 1 : c;
+}
+
+double stats_binom_cdf(size_t k, size_t n, double q)
+{
+	if (k >= n || !(q > 0))
+		return 1;
+	if (q >= 1)
+		return 0;
+	binom_walk w;
+	binom_walk_init(&w, n, q);
+	while (w.i < k)
+		binom_walk_step(&w);
+	return binom_walk_cdf(&w);
+}
+
+// ---- early stopping (MLPerf LoadGen) ----
+/* A query is "overlatency" when it is slower than the latency L we want to claim as the
+ * p-percentile.  If the true probability of overlatency were 1 - p or more, the count X of
+ * overlatency queries among m would be at least Binomial(m, 1 - p) stochastically, so seeing
+ * X <= t has probability at most P(Binomial(m, 1 - p) <= t).  When that is below 1 - c, the
+ * claim "the p-percentile is at most L" holds with confidence c.  LoadGen counts the query at
+ * the estimate itself among the t, so with n sorted samples and the largest passing t, the
+ * estimate is sorted[n - t]. */
+
+static bool es_args_ok(double p, double c)
+{
+	return p > 0 && p < 1 && c > 0 && c < 1;
+}
+
+/* P(Binomial(h + t, 1 - p) <= t) < 1 - c, exactly as LoadGen compares it. */
+static bool es_passes(size_t h, size_t t, double p, double c)
+{
+	return stats_binom_cdf(t, h + t, 1 - p) < 1 - c;
+}
+
+size_t stats_es_min_passing(size_t t, double p, double c)
+{
+	if (!es_args_ok(p, c))
+		return 0;
+	/* The tail probability falls as h grows (more queries under the latency with the same t),
+	 * so bracket the smallest passing h by doubling, then bisect.  h = 0 never passes: the
+	 * probability is then 1. */
+	const size_t cap = (size_t)1 << 40;
+	size_t hi = 1;
+	while (!es_passes(hi, t, p, c)) {
+		if (hi >= cap)
+			return 0;
+		hi *= 2;
+	}
+	size_t lo = hi / 2;  /* fails (or is 0) */
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (es_passes(mid, t, p, c))
+			hi = mid;
+		else
+			lo = mid;
+	}
+	return hi;
+}
+
+int stats_es_compute(const double *sorted, size_t n, double p, double c, stats_es *out,
+		     tm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	out->n = n;
+	out->p = p;
+	out->confidence = c;
+	if (!es_args_ok(p, c))
+		return tm_err_set(err, TM_EINVAL, "early_stopping",
+				  "stats: early stopping percentile %g and confidence %g must be in (0, 1)",
+				  p, c);
+	int rc = check_samples(sorted, n, "early_stopping", err);
+	if (rc)
+		return rc;
+	out->min_queries = stats_es_min_passing(1, p, c) + 1;
+	/* LoadGen tries t = 1, 2, ... and keeps the last t with n >= min_passing(t) + t.  For a
+	 * fixed n that is P(Binomial(n, 1 - p) <= t) < 1 - c, which grows with t, so the passing
+	 * t form a prefix and one walk up the CDF finds the largest. */
+	size_t t = 0;
+	if (n >= 2) {
+		binom_walk w;
+		binom_walk_init(&w, n, 1 - p);
+		while (w.i + 1 < n) {
+			binom_walk_step(&w);
+			if (!(binom_walk_cdf(&w) < 1 - c))
+				break;
+			t = w.i;
+		}
+	}
+	if (t == 0) {
+		out->index = n - 1;
+		out->estimate = sorted[n - 1];
+		return 0;
+	}
+	out->ok = true;
+	out->overlatency = t;
+	out->discarded = t - 1;
+	out->index = n - t;
+	out->estimate = sorted[n - t];
+	return 0;
+}
+
+// ---- confidence interval of the median ----
+/* X_(l) <= m <= X_(u) fails only if at least u samples are below the median m or at least
+ * n - l + 1 are above it; with B ~ Binomial(n, 1/2) samples below m, the coverage of
+ * [X_(l), X_(n-l+1)] is P(l <= B <= n - l) = 1 - 2 P(B <= l - 1). */
+
+int stats_median_ci_compute(const double *sorted, size_t n, double level, stats_median_ci *out,
+			    tm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	out->n = n;
+	out->level = level;
+	if (!(level > 0 && level < 1))
+		return tm_err_set(err, TM_EINVAL, "median_ci",
+				  "stats: median interval level %g must be in (0, 1)", level);
+	int rc = check_samples(sorted, n, "median_ci", err);
+	if (rc)
+		return rc;
+	size_t l = 0;
+	double cov = 0;
+	binom_walk w;
+	binom_walk_init(&w, n, 0.5);
+	/* w is at i = l - 1 when rank l is tried. */
+	for (size_t cand = 1; cand <= n / 2; cand++) {
+		if (cand > 1)
+			binom_walk_step(&w);
+		double c = 1 - 2 * binom_walk_cdf(&w);
+		if (c < level) {
+			if (cand == 1)
+				cov = c > 0 ? c : 0;
+			break;
+		}
+		l = cand;
+		cov = c;
+	}
+	if (l == 0) {
+		out->lo_rank = 1;
+		out->hi_rank = n;
+		out->low = sorted[0];
+		out->high = sorted[n - 1];
+		out->coverage = cov;
+		return 0;
+	}
+	out->exists = true;
+	out->lo_rank = l;
+	out->hi_rank = n - l + 1;
+	out->low = sorted[l - 1];
+	out->high = sorted[n - l];
+	out->coverage = cov;
+	return 0;
+}
+
+// ---- outliers (Iglewicz and Hoaglin) ----
+
+int stats_outliers_find(const double *x, size_t n, size_t *idx, size_t idx_cap,
+			stats_outliers *out, tm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = check_samples(x, n, "outliers", err);
+	if (rc)
+		return rc;
+	double *s = sorted_copy(x, n, "outliers", err);
+	if (!s)
+		return TM_ENOMEM;
+	const double med = stats_median_sorted(s, n);
+	double sum_ad = 0;
+	for (size_t i = 0; i < n; i++) {
+		s[i] = fabs(x[i] - med);
+		sum_ad += s[i];
+	}
+	sort_doubles(s, n);
+	out->median = med;
+	out->mad = stats_median_sorted(s, n);
+	out->mean_ad = sum_ad / (double)n;
+	free(s);
+
+	/* scale turns a deviation into a z-like score: 0.6745 / MAD (0.6745 is the 75th
+	 * percentile of the standard normal, so E[MAD] = 0.6745 sigma for normal data), or
+	 * 1 / (1.253314 MeanAD) when MAD = 0 (E[MeanAD] = sqrt(2 / pi) sigma = sigma / 1.253314). */
+	double scale;
+	if (out->mad > 0) {
+		scale = 0.6745 / out->mad;
+	} else {
+		out->mad_zero = true;
+		if (!(out->mean_ad > 0))
+			return 0;  /* all samples equal: nothing stands out */
+		scale = 1.0 / (1.253314 * out->mean_ad);
+	}
+	for (size_t i = 0; i < n; i++) {
+		double m = scale * (x[i] - med);
+		if (fabs(m) > STATS_OUTLIER_Z) {
+			if (idx && out->count < idx_cap)
+				idx[out->count] = i;
+			out->count++;
+			if (m < 0)
+				out->low++;
+			else
+				out->high++;
+		}
+	}
+	return 0;
+}
+
+// ---- summary ----
+
+static int summary_sorted(const double *x, const double *s, size_t n, stats_summary *out,
+			  tm_err *err)
+{
+	/* Two passes: the mean, then squared deviations from it (no cancellation). */
+	double sum = 0;
+	for (size_t i = 0; i < n; i++)
+		sum += x[i];
+	out->n = n;
+	out->mean = sum / (double)n;
+	double ss = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = x[i] - out->mean;
+		ss += d * d;
+	}
+	out->sd = n > 1 ? sqrt(ss / (double)(n - 1)) : 0;
+	out->min = s[0];
+	out->max = s[n - 1];
+	out->median = stats_median_sorted(s, n);
+	out->p90 = stats_percentile_sorted(s, n, 0.90);
+	out->p95 = stats_percentile_sorted(s, n, 0.95);
+	out->p99 = stats_percentile_sorted(s, n, 0.99);
+	out->p999 = stats_percentile_sorted(s, n, 0.999);
+	int rc = stats_es_compute(s, n, STATS_ES_PERCENTILE, STATS_ES_CONFIDENCE, &out->es, err);
+	if (!rc)
+		rc = stats_median_ci_compute(s, n, STATS_MEDIAN_CI_LEVEL, &out->median_ci, err);
+	if (!rc)
+		rc = stats_outliers_find(x, n, NULL, 0, &out->outliers, err);
+	return rc;
+}
+
+int stats_summary_compute(const double *x, size_t n, stats_summary *out, tm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = check_samples(x, n, "samples", err);
+	if (rc)
+		return rc;
+	double *s = sorted_copy(x, n, "samples", err);
+	if (!s)
+		return TM_ENOMEM;
+	rc = summary_sorted(x, s, n, out, err);
+	free(s);
+	return rc;
+}
+
+int stats_summary_compute_u64(const uint64_t *x, size_t n, stats_summary *out, tm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (n == 0 || !x)
+		return tm_err_set(err, TM_EINVAL, "samples",
+				  "stats: 'samples' has no samples, need at least 1");
+	double *d = malloc(n * sizeof(*d));
+	if (!d)
+		return tm_err_set(err, TM_ENOMEM, "samples",
+				  "stats: cannot allocate %zu samples for 'samples'", n);
+	for (size_t i = 0; i < n; i++)
+		d[i] = (double)x[i];  /* exact below 2^53 ns (104 days) */
+	int rc = stats_summary_compute(d, n, out, err);
+	free(d);
+	return rc;
+}
+
+double stats_throughput(double items, double seconds)
+{
+	if (!(seconds > 0) || !isfinite(seconds) || !isfinite(items))
+		return 0;
+	return items / seconds;
+}
+
+// ---- speedup of interleaved pairs ----
+
+int stats_speedup_compute(const double *base, const double *sub, size_t k, unsigned resamples,
+			  uint64_t seed, stats_speedup *out, tm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (resamples == 0)
+		resamples = STATS_BOOT_RESAMPLES;
+	if (resamples > 1000000)
+		return tm_err_set(err, TM_EINVAL, "speedup",
+				  "stats: %u bootstrap resamples, must be in [1, 1000000]", resamples);
+	if (k == 0 || !base || !sub)
+		return tm_err_set(err, TM_EINVAL, "speedup",
+				  "stats: speedup has no pairs, need at least 1");
+	if (k > UINT32_MAX)
+		return tm_err_set(err, TM_EINVAL, "speedup",
+				  "stats: speedup has %zu pairs, at most %u", k, UINT32_MAX);
+	double sb = 0, ss = 0;
+	for (size_t i = 0; i < k; i++) {
+		if (!(isfinite(base[i]) && base[i] > 0 && isfinite(sub[i]) && sub[i] > 0))
+			return tm_err_set(err, TM_EINVAL, "speedup",
+					  "stats: speedup pair %zu (%g, %g) must be positive and finite",
+					  i, base[i], sub[i]);
+		sb += base[i];
+		ss += sub[i];
+	}
+	out->value = sb / ss;
+	out->pairs = k;
+	out->resamples = resamples;
+	out->seed = seed;
+
+	double *r = malloc((size_t)resamples * sizeof(*r));
+	if (!r)
+		return tm_err_set(err, TM_ENOMEM, "speedup",
+				  "stats: cannot allocate %u bootstrap resamples", resamples);
+	tm_rng rng;
+	tm_rng_seed(&rng, seed);
+	for (unsigned b = 0; b < resamples; b++) {
+		double rb = 0, rs = 0;
+		for (size_t j = 0; j < k; j++) {
+			uint32_t pick = tm_rng_below(&rng, (uint32_t)k);
+			rb += base[pick];
+			rs += sub[pick];
+		}
+		r[b] = rb / rs;
+	}
+	sort_doubles(r, resamples);
+	/* With B sorted resamples and alpha = 1 - level, the interval leaves floor(alpha/2 * B)
+	 * values out on each side: B = 2000 gives r[50] and r[1949]. */
+	size_t tail = (size_t)floor((1 - STATS_BOOT_LEVEL) / 2 * resamples + 1e-9);
+	out->ci_low = r[tail];
+	out->ci_high = r[resamples - 1 - tail];
+	free(r);
+	return 0;
+}
+
+// ---- verdict ----
+
+void stats_limits_default(stats_limits *lim)
+{
+	lim->min_count = 1024;
+	lim->min_duration_s = 5;
+	lim->min_pairs = 10;
+	lim->max_speedup_rel_width = 0.10;
+	lim->max_median_rel_width = 0.10;
+}
+
+static void verdict_add(stats_verdict *v, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void verdict_add(stats_verdict *v, const char *fmt, ...)
+{
+	v->valid = false;
+	if (v->n_reasons >= STATS_MAX_REASONS)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(v->reasons[v->n_reasons++], STATS_REASON_LEN, fmt, ap);
+	va_end(ap);
+}
+
+void stats_verdict_decide(const stats_verdict_in *in, const stats_limits *lim,
+			  stats_verdict *out)
+{
+	stats_limits def;
+	if (!lim) {
+		stats_limits_default(&def);
+		lim = &def;
+	}
+	memset(out, 0, sizeof(*out));
+	out->valid = true;
+	const char *unit = in->unit ? in->unit : "samples";
+
+	if (in->count < lim->min_count)
+		verdict_add(out, "only %zu %s, minimum %zu", in->count, unit, lim->min_count);
+	if (!(in->duration_s >= lim->min_duration_s))
+		verdict_add(out, "only %.3g s of measurement, minimum %.3g s", in->duration_s,
+			    lim->min_duration_s);
+	if (in->hit_max_duration)
+		verdict_add(out, "stopped at the maximum duration after %.3g s with a minimum unmet",
+			    in->duration_s);
+
+	const stats_speedup *sp = in->speedup;
+	if (sp) {
+		if (sp->pairs < lim->min_pairs)
+			verdict_add(out, "only %zu interleaved pairs, minimum %zu", sp->pairs,
+				    lim->min_pairs);
+		double w = sp->ci_high - sp->ci_low;
+		if (lim->max_speedup_rel_width > 0 &&
+		    !(sp->value > 0 && w <= lim->max_speedup_rel_width * sp->value))
+			verdict_add(out, "speedup interval [%.4g, %.4g] is wider than %.4g%% of %.4g",
+				    sp->ci_low, sp->ci_high, 100 * lim->max_speedup_rel_width,
+				    sp->value);
+	}
+
+	const stats_median_ci *ci = in->median_ci;
+	if (ci) {
+		if (!ci->exists) {
+			verdict_add(out, "no %.4g%% median interval exists with only %zu %s",
+				    100 * ci->level, ci->n, unit);
+		} else if (lim->max_median_rel_width > 0 &&
+			   !(in->median > 0 &&
+			     ci->high - ci->low <= lim->max_median_rel_width * in->median)) {
+			verdict_add(out, "median interval [%.6g, %.6g] is wider than %.4g%% of %.6g",
+				    ci->low, ci->high, 100 * lim->max_median_rel_width, in->median);
+		}
+	}
+
+	const stats_es *es = in->es;
+	if (es && !es->ok)
+		verdict_add(out, "only %zu %s, early stopping p%.4g needs at least %zu",
+			    es->n, unit, 100 * es->p, es->min_queries);
+}
+
+// ---- timing-loop planner ----
+
+void stats_plan_init(stats_plan *p, size_t min_count, double min_duration_s,
+		     double max_duration_s)
+{
+	memset(p, 0, sizeof(*p));
+	p->min_count = min_count;
+	p->min_duration_s = min_duration_s;
+	p->max_duration_s = max_duration_s;
+}
+
+void stats_plan_add(stats_plan *p, double seconds)
+{
+	p->count++;
+	if (seconds > 0)
+		p->elapsed_s += seconds;
+	if (p->done)
+		return;
+	if (p->count >= p->min_count && p->elapsed_s >= p->min_duration_s) {
+		p->done = true;
+	} else if (p->max_duration_s > 0 && p->elapsed_s >= p->max_duration_s) {
+		p->done = true;
+		p->hit_max = true;
+	}
+}
+
+bool stats_plan_done(const stats_plan *p)
+{
+	return p->done;
+}
