@@ -132,6 +132,20 @@ void tm_linear(const tm_ctx *ctx, int m, int n, int k, const float *x, const flo
 void tm_linear_backward(const tm_ctx *ctx, int m, int n, int k, const float *x, const float *w,
 			const float *dy, float *dx, float *dw, float *db);
 
+/* Prepacked weights for a linear layer that runs many times (inference): tm_linear_pack copies
+ * W (n, k) once into the layout ctx's kernel set reads fastest (column panels for wide layers,
+ * rows for narrow ones), so tm_linear_packed skips the per-call packing.  The copy does not
+ * refer to w afterwards.  Caller frees with tm_packed_w_free; tm_packed_w_free(NULL) is a
+ * no-op.  Fails with TM_EINVAL for n or k < 1 and TM_ENOMEM. */
+typedef struct tm_packed_w tm_packed_w;
+int tm_linear_pack(const tm_ctx *ctx, int n, int k, const float *w, tm_packed_w **out,
+		   tm_err *err);
+void tm_packed_w_free(tm_packed_w *pw);
+/* tm_linear with a prepacked W: Y(m, n) = act(X(m, k) * W^T + bias).  The kernels are those
+ * the weights were packed for, or the portable path when ctx asks for a lower kernel set. */
+void tm_linear_packed(const tm_ctx *ctx, int m, const tm_packed_w *pw, const float *x,
+		      const float *bias, tm_act act, float *y);
+
 // ---- ops (ops.c) ----
 /* Forward and backward of every layer the three model families use.  Images are NCHW like
  * PyTorch; sequences are (B, T, C).  Backward functions overwrite input gradients (dx) and

@@ -1,1 +1,410 @@
-/* gemm_avx2.c: placeholder until its module lands in this session. */
+/* gemm_avx2.c: the AVX2 + FMA kernel set of the packed GEMM (built with AVX2 flags, called only
+ * when ctx->isa is TM_ISA_AVX2).  The micro-kernel holds a 6 x 16 tile of C in 12 ymm
+ * accumulators: per step of k it loads one row of a packed B panel (two vectors) and
+ * broadcasts six values of A.  Partial tiles use lane masks on C and instantiations for fewer
+ * rows, so every element is computed by the same sequence of FMAs wherever it sits.  Also
+ * here: the packing routines (8 x 8 in-register transposes for the transposed operands), a
+ * dot-product kernel along k for X * W^T with few rows or columns, and a matrix-vector kernel
+ * on prepacked panels.  The fused epilogue (alpha, beta, bias, ReLU, GELU) runs on the tile
+ * while it is in registers. */
+#include "gemm_int.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define MR 6
+#define NR 16
+#define INLINE static inline __attribute__((always_inline))
+
+// ---- epilogue ----
+
+/* e^x for x in about [-87, 88] (clamped): 2^n * p(r), r = x - n ln2, p of degree 6. */
+INLINE __m256 exp_ps(__m256 x)
+{
+	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+	__m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+				   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+	r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+	__m256 p = _mm256_set1_ps(1.0f / 720);
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+	__m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+				      23);
+	return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* GELU, tanh form: 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3). */
+INLINE __m256 gelu_ps(__m256 x)
+{
+	__m256 x2 = _mm256_mul_ps(x, x);
+	__m256 u = _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(-2.0f * 0.7978845608028654f)),
+				 _mm256_fmadd_ps(x2, _mm256_set1_ps(0.044715f), _mm256_set1_ps(1.0f)));
+	return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_ps(u)));
+}
+
+/* All-ones in the first n lanes (n clamped to [0, 8]). */
+INLINE __m256i lane_mask(int n)
+{
+	n = n < 0 ? 0 : n > 8 ? 8 : n;
+	return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+INLINE __m256 load_lanes(const float *p, int n, __m256i mask)
+{
+	return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
+}
+
+/* c[first n lanes] = act(alpha * acc + beta * c + bias) */
+INLINE void epi_store(__m256 acc, float *c, int n, __m256i mask, const float *bias,
+		      const gemm_epi *e)
+{
+	__m256 v = acc;
+	if (e->alpha != 1.0f)
+		v = _mm256_mul_ps(v, _mm256_set1_ps(e->alpha));
+	if (e->beta == 1.0f)
+		v = _mm256_add_ps(v, load_lanes(c, n, mask));
+	else if (e->beta != 0.0f)
+		v = _mm256_fmadd_ps(load_lanes(c, n, mask), _mm256_set1_ps(e->beta), v);
+	if (bias)
+		v = _mm256_add_ps(v, load_lanes(bias, n, mask));
+	if (e->act == TM_ACT_RELU)
+		v = _mm256_max_ps(v, _mm256_setzero_ps());
+	else if (e->act == TM_ACT_GELU)
+		v = gelu_ps(v);
+	if (n >= 8)
+		_mm256_storeu_ps(c, v);
+	else
+		_mm256_maskstore_ps(c, mask, v);
+}
+
+// ---- micro-kernel ----
+
+/* The tile body for a compile-time row count; (rs, cs) are compile-time for packed A. */
+INLINE void tile_rows(const int mr, int nr, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs,
+		      const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	__m256 c0[MR], c1[MR];
+#pragma GCC unroll 6
+	for (int i = 0; i < MR; i++) {
+		if (i < mr) {
+			c0[i] = _mm256_setzero_ps();
+			c1[i] = _mm256_setzero_ps();
+			_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+			_mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+		}
+	}
+#pragma GCC unroll 4
+	for (int p = 0; p < kc; p++) {
+		__m256 b0 = _mm256_load_ps(b);
+		__m256 b1 = _mm256_load_ps(b + 8);
+		_mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
+#pragma GCC unroll 6
+		for (int i = 0; i < MR; i++) {
+			if (i < mr) {
+				__m256 av = _mm256_broadcast_ss(a + i * rs);
+				c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+				c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+			}
+		}
+		a += cs;
+		b += NR;
+	}
+	int n1 = nr - 8;
+	__m256i m0 = lane_mask(nr), m1 = lane_mask(n1);
+	const float *bias1 = e->bias ? e->bias + 8 : NULL;
+#pragma GCC unroll 6
+	for (int i = 0; i < MR; i++) {
+		if (i < mr) {
+			epi_store(c0[i], c + i * ldc, nr, m0, e->bias, e);
+			if (n1 > 0)
+				epi_store(c1[i], c + i * ldc + 8, n1, m1, bias1, e);
+		}
+	}
+}
+
+#define TILE_CASES(RS, CS)                                                              \
+	switch (mr) {                                                                    \
+	case 1: tile_rows(1, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 2: tile_rows(2, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 3: tile_rows(3, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 4: tile_rows(4, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 5: tile_rows(5, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	default: tile_rows(6, nr, kc, a, RS, CS, b, c, ldc, e); break;                   \
+	}
+
+static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+		 const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	if (rs_a == 1 && cs_a == MR) {
+		TILE_CASES(1, MR)
+	} else if (cs_a == 1) {
+		TILE_CASES(rs_a, 1)
+	} else {
+		TILE_CASES(rs_a, cs_a)
+	}
+}
+
+// ---- packing ----
+
+/* In-place transpose of 8 rows of 8 floats: afterwards r[q] holds column q. */
+INLINE void transpose8(__m256 r[8])
+{
+	__m256 t[8], u[8];
+	for (int i = 0; i < 4; i++) {
+		t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+	}
+	for (int i = 0; i < 2; i++) {
+		u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+		u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+		u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+		u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+	}
+	/* u[4g + e] holds, for rows 4g..4g+3, columns e (low 128 bits) and e + 4 (high) */
+	for (int e = 0; e < 4; e++) {
+		r[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
+		r[e + 4] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
+	}
+}
+
+/* dst[p * ld + q] = src row q (of nrows, rs apart), element p, for p < np <= 8 and q < nq;
+ * rows past nrows give zeros. */
+INLINE void transpose_block(int nrows, int np, const float *src, ptrdiff_t rs, float *dst,
+			    ptrdiff_t ld, int nq)
+{
+	__m256 r[8];
+	__m256i lm = lane_mask(np);
+	for (int q = 0; q < 8; q++)
+		r[q] = q < nrows ? load_lanes(src + q * rs, np, lm) : _mm256_setzero_ps();
+	transpose8(r);
+	if (nq == 8) {
+		for (int p = 0; p < np; p++)
+			_mm256_storeu_ps(dst + p * ld, r[p]);
+	} else {
+		__m256i sm = lane_mask(nq);
+		for (int p = 0; p < np; p++)
+			_mm256_maskstore_ps(dst + p * ld, sm, r[p]);
+	}
+}
+
+static void pack_b(int kc, int nc, const float *b, ptrdiff_t rs, ptrdiff_t cs, float *dst,
+		   size_t panel_stride)
+{
+	for (int j0 = 0; j0 < nc; j0 += NR, dst += panel_stride) {
+		int nj = nc - j0 < NR ? nc - j0 : NR;
+		const float *src = b + j0 * cs;
+		if (cs == 1) {
+			__m256i m0 = lane_mask(nj), m1 = lane_mask(nj - 8);
+			for (int p = 0; p < kc; p++) {
+				_mm256_store_ps(dst + p * NR, load_lanes(src + p * rs, nj, m0));
+				_mm256_store_ps(dst + p * NR + 8,
+						nj > 8 ? load_lanes(src + p * rs + 8, nj - 8, m1)
+						       : _mm256_setzero_ps());
+			}
+		} else if (rs == 1) {
+			for (int p = 0; p < kc; p += 8) {
+				int np = kc - p < 8 ? kc - p : 8;
+				for (int h = 0; h < NR; h += 8)
+					transpose_block(nj - h, np, src + h * cs + p, cs,
+							dst + p * NR + h, NR, 8);
+			}
+		} else {
+			for (int p = 0; p < kc; p++)
+				for (int j = 0; j < NR; j++)
+					dst[p * NR + j] = j < nj ? src[p * rs + j * cs] : 0.0f;
+		}
+	}
+}
+
+static void pack_a(int mc, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs, float *dst)
+{
+	for (int i0 = 0; i0 < mc; i0 += MR, dst += (size_t)kc * MR) {
+		int ni = mc - i0 < MR ? mc - i0 : MR;
+		const float *src = a + i0 * rs;
+		if (cs == 1) {
+			for (int p = 0; p < kc; p += 8) {
+				int np = kc - p < 8 ? kc - p : 8;
+				transpose_block(ni, np, src + p, rs, dst + p * MR, MR, MR);
+			}
+		} else {
+			for (int p = 0; p < kc; p++)
+				for (int i = 0; i < MR; i++)
+					dst[p * MR + i] = i < ni ? src[i * rs + p * cs] : 0.0f;
+		}
+	}
+}
+
+// ---- dot-product kernel (X * W^T along k) ----
+
+/* Eight vectors to one: lane a = sum of the lanes of v[a], the same tree for every a. */
+INLINE __m256 hsum8(__m256 v[8])
+{
+	__m256 s1[4], s2[2];
+	for (int a = 0; a < 4; a++)
+		s1[a] = _mm256_add_ps(_mm256_unpacklo_ps(v[2 * a], v[2 * a + 1]),
+				      _mm256_unpackhi_ps(v[2 * a], v[2 * a + 1]));
+	for (int a = 0; a < 2; a++)
+		s2[a] = _mm256_add_ps(_mm256_shuffle_ps(s1[2 * a], s1[2 * a + 1], 0x44),
+				      _mm256_shuffle_ps(s1[2 * a], s1[2 * a + 1], 0xEE));
+	return _mm256_add_ps(_mm256_permute2f128_ps(s2[0], s2[1], 0x20),
+			     _mm256_permute2f128_ps(s2[0], s2[1], 0x31));
+}
+
+/* R rows of X against W = 8/R rows of W (nw of them real); C rows get nw values each. */
+INLINE void dot_tile(const int R, int nw, int k, const float *x, ptrdiff_t ldx, const float *w,
+		     ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e, const float *bias)
+{
+	const int W = 8 / R;
+	__m256 acc[8];
+	const float *wr[8];
+#pragma GCC unroll 8
+	for (int q = 0; q < W; q++)
+		wr[q] = w + (q < nw ? q : 0) * ldw;
+#pragma GCC unroll 8
+	for (int a = 0; a < 8; a++)
+		acc[a] = _mm256_setzero_ps();
+	int p = 0;
+	for (; p + 8 <= k; p += 8) {
+		__m256 xv[8], wv[8];
+#pragma GCC unroll 8
+		for (int r = 0; r < R; r++)
+			xv[r] = _mm256_loadu_ps(x + r * ldx + p);
+#pragma GCC unroll 8
+		for (int q = 0; q < W; q++)
+			wv[q] = _mm256_loadu_ps(wr[q] + p);
+#pragma GCC unroll 8
+		for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+			for (int q = 0; q < W; q++)
+				acc[r * W + q] = _mm256_fmadd_ps(xv[r], wv[q], acc[r * W + q]);
+	}
+	if (p < k) {
+		__m256i m = lane_mask(k - p);
+		__m256 xv[8], wv[8];
+#pragma GCC unroll 8
+		for (int r = 0; r < R; r++)
+			xv[r] = _mm256_maskload_ps(x + r * ldx + p, m);
+#pragma GCC unroll 8
+		for (int q = 0; q < W; q++)
+			wv[q] = _mm256_maskload_ps(wr[q] + p, m);
+#pragma GCC unroll 8
+		for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+			for (int q = 0; q < W; q++)
+				acc[r * W + q] = _mm256_fmadd_ps(xv[r], wv[q], acc[r * W + q]);
+	}
+	__m256 sums = hsum8(acc);
+	__m256i nm = lane_mask(nw);
+	if (R == 1) {
+		epi_store(sums, c, nw, nm, bias, e);
+		return;
+	}
+	float buf[8] __attribute__((aligned(32)));
+	_mm256_store_ps(buf, sums);
+	for (int r = 0; r < R; r++)
+		epi_store(_mm256_maskload_ps(buf + r * W, nm), c + r * ldc, nw, nm, bias, e);
+}
+
+static void dot(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
+		ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	/* rows of X per tile (8 / rt rows of W): the least padding of n, then 2 x 4 */
+	static const int cand[3] = { 2, 4, 1 };
+	int rt = 2, waste = 8;
+	for (int t = 0; t < 3; t++) {
+		int wdt = 8 / cand[t], wst = (wdt - n % wdt) % wdt;
+		if (wst < waste) {
+			waste = wst;
+			rt = cand[t];
+		}
+	}
+	int i = 0;
+	while (i < m) {
+		int r = m - i >= rt ? rt : m - i >= 2 ? 2 : 1;
+		int wdt = 8 / r;
+		for (int j = 0; j < n; j += wdt) {
+			int nw = n - j < wdt ? n - j : wdt;
+			const float *xb = x + i * ldx, *wb = w + j * ldw;
+			float *cb = c + i * ldc + j;
+			const float *bias = e->bias ? e->bias + j : NULL;
+			switch (r) {
+			case 4: dot_tile(4, nw, k, xb, ldx, wb, ldw, cb, ldc, e, bias); break;
+			case 2: dot_tile(2, nw, k, xb, ldx, wb, ldw, cb, ldc, e, bias); break;
+			default: dot_tile(1, nw, k, xb, ldx, wb, ldw, cb, ldc, e, bias); break;
+			}
+		}
+		i += r;
+	}
+}
+
+// ---- matrix-vector on prepacked panels ----
+
+/* G panels side by side (G compile-time); the last one has nlast valid columns. */
+INLINE void gemv_group(const int G, int nlast, int k, const float *x, const float *pan,
+		       size_t pstride, float *y, const gemm_epi *e)
+{
+	__m256 acc[8];
+#pragma GCC unroll 8
+	for (int a = 0; a < 2 * G; a++)
+		acc[a] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+	for (int p = 0; p < k; p++) {
+		__m256 xv = _mm256_broadcast_ss(x + p);
+#pragma GCC unroll 4
+		for (int g = 0; g < G; g++) {
+			const float *bp = pan + g * pstride + p * NR;
+			_mm_prefetch((const char *)(bp + 16 * NR), _MM_HINT_T0);
+			acc[2 * g] = _mm256_fmadd_ps(xv, _mm256_load_ps(bp), acc[2 * g]);
+			acc[2 * g + 1] = _mm256_fmadd_ps(xv, _mm256_load_ps(bp + 8), acc[2 * g + 1]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int g = 0; g < G; g++) {
+		int nv = g == G - 1 ? nlast : NR;
+		const float *bias = e->bias ? e->bias + g * NR : NULL;
+		epi_store(acc[2 * g], y + g * NR, nv, lane_mask(nv), bias, e);
+		if (nv > 8)
+			epi_store(acc[2 * g + 1], y + g * NR + 8, nv - 8, lane_mask(nv - 8),
+				  bias ? bias + 8 : NULL, e);
+	}
+}
+
+static void gemv_panels(int n, int k, const float *x, const float *panels, float *y,
+			const gemm_epi *e)
+{
+	size_t pstride = (size_t)k * NR;
+	for (int j = 0; j < n; j += 4 * NR) {
+		int rest = n - j;
+		int g = rest >= 4 * NR ? 4 : (rest + NR - 1) / NR;
+		int nlast = rest >= g * NR ? NR : rest - (g - 1) * NR;
+		gemm_epi ej = *e;
+		ej.bias = e->bias ? e->bias + j : NULL;
+		const float *pan = panels + (size_t)(j / NR) * pstride;
+		switch (g) {
+		case 4: gemv_group(4, nlast, k, x, pan, pstride, y + j, &ej); break;
+		case 3: gemv_group(3, nlast, k, x, pan, pstride, y + j, &ej); break;
+		case 2: gemv_group(2, nlast, k, x, pan, pstride, y + j, &ej); break;
+		default: gemv_group(1, nlast, k, x, pan, pstride, y + j, &ej); break;
+		}
+	}
+}
+
+// ---- the kernel set ----
+
+const gemm_kernels tm_gemm_avx2 = {
+	.mr = MR,
+	.nr = NR,
+	.kc = 256,
+	.mc = 72,
+	.nc = 512,
+	.tile = tile,
+	.pack_b = pack_b,
+	.pack_a = pack_a,
+	.dot = dot,
+	.gemv_panels = gemv_panels,
+};

@@ -1,1 +1,414 @@
-/* gemm_avx512.c: placeholder until its module lands in this session. */
+/* gemm_avx512.c: the AVX-512 kernel set of the packed GEMM (built with AVX-512 flags, called
+ * only when ctx->isa is TM_ISA_AVX512).  The micro-kernel holds a 12 x 32 tile of C in 24 zmm
+ * accumulators: per step of k it loads one row of a packed B panel (two vectors) and
+ * broadcasts twelve values of A.  Partial tiles use lane masks on C and instantiations for
+ * fewer rows, so every element is computed by the same sequence of FMAs wherever it sits.
+ * Also here: the packing routines (16 x 16 in-register transposes for the transposed
+ * operands), a dot-product kernel along k for X * W^T with few rows or columns, and a
+ * matrix-vector kernel on prepacked panels.  The fused epilogue (alpha, beta, bias, ReLU,
+ * GELU) runs on the tile while it is in registers. */
+#include "gemm_int.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define MR 12
+#define NR 32
+#define INLINE static inline __attribute__((always_inline))
+
+// ---- epilogue ----
+
+/* e^x for x in about [-87, 88] (clamped): 2^n * p(r), r = x - n ln2, p of degree 6. */
+INLINE __m512 exp_ps(__m512 x)
+{
+	x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+					_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+	r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+	__m512 p = _mm512_set1_ps(1.0f / 720);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	return _mm512_scalef_ps(p, n);
+}
+
+/* GELU, tanh form: 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3). */
+INLINE __m512 gelu_ps(__m512 x)
+{
+	__m512 x2 = _mm512_mul_ps(x, x);
+	__m512 u = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(-2.0f * 0.7978845608028654f)),
+				 _mm512_fmadd_ps(x2, _mm512_set1_ps(0.044715f), _mm512_set1_ps(1.0f)));
+	return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(u)));
+}
+
+/* c[lanes of mask] = act(alpha * acc + beta * c + bias) */
+INLINE void epi_store(__m512 acc, float *c, __mmask16 mask, const float *bias,
+		      const gemm_epi *e)
+{
+	__m512 v = acc;
+	if (e->alpha != 1.0f)
+		v = _mm512_mul_ps(v, _mm512_set1_ps(e->alpha));
+	if (e->beta == 1.0f)
+		v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, c));
+	else if (e->beta != 0.0f)
+		v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, c), _mm512_set1_ps(e->beta), v);
+	if (bias)
+		v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias));
+	if (e->act == TM_ACT_RELU)
+		v = _mm512_max_ps(v, _mm512_setzero_ps());
+	else if (e->act == TM_ACT_GELU)
+		v = gelu_ps(v);
+	_mm512_mask_storeu_ps(c, mask, v);
+}
+
+INLINE __mmask16 lane_mask(int n)
+{
+	return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+// ---- micro-kernel ----
+
+/* The tile body for a compile-time row count; (rs, cs) are compile-time for packed A. */
+INLINE void tile_rows(const int mr, int nr, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs,
+		      const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	__m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+	for (int i = 0; i < MR; i++) {
+		if (i < mr) {
+			c0[i] = _mm512_setzero_ps();
+			c1[i] = _mm512_setzero_ps();
+			_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+			_mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+		}
+	}
+#pragma GCC unroll 4
+	for (int p = 0; p < kc; p++) {
+		__m512 b0 = _mm512_load_ps(b);
+		__m512 b1 = _mm512_load_ps(b + 16);
+		_mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
+		_mm_prefetch((const char *)(b + 8 * NR + 16), _MM_HINT_T0);
+#pragma GCC unroll 12
+		for (int i = 0; i < MR; i++) {
+			if (i < mr) {
+				__m512 av = _mm512_set1_ps(a[i * rs]);
+				c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+				c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+			}
+		}
+		a += cs;
+		b += NR;
+	}
+	__mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
+	const float *bias1 = e->bias ? e->bias + 16 : NULL;
+#pragma GCC unroll 12
+	for (int i = 0; i < MR; i++) {
+		if (i < mr) {
+			epi_store(c0[i], c + i * ldc, m0, e->bias, e);
+			if (m1)
+				epi_store(c1[i], c + i * ldc + 16, m1, bias1, e);
+		}
+	}
+}
+
+#define TILE_CASES(RS, CS)                                                              \
+	switch (mr) {                                                                    \
+	case 1: tile_rows(1, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 2: tile_rows(2, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 3: tile_rows(3, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 4: tile_rows(4, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 5: tile_rows(5, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 6: tile_rows(6, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 7: tile_rows(7, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 8: tile_rows(8, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 9: tile_rows(9, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
+	case 10: tile_rows(10, nr, kc, a, RS, CS, b, c, ldc, e); break;                  \
+	case 11: tile_rows(11, nr, kc, a, RS, CS, b, c, ldc, e); break;                  \
+	default: tile_rows(12, nr, kc, a, RS, CS, b, c, ldc, e); break;                  \
+	}
+
+static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
+		 const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	if (rs_a == 1 && cs_a == MR) {
+		TILE_CASES(1, MR)
+	} else if (cs_a == 1) {
+		TILE_CASES(rs_a, 1)
+	} else {
+		TILE_CASES(rs_a, cs_a)
+	}
+}
+
+// ---- packing ----
+
+/* In-place transpose of 16 rows of 16 floats: afterwards r[q] holds column q. */
+INLINE void transpose16(__m512 r[16])
+{
+	__m512 t[16], u[16];
+	for (int i = 0; i < 8; i++) {
+		t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+	}
+	for (int i = 0; i < 4; i++) {
+		u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+		u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+		u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+		u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+	}
+	/* u[4g + e] holds, for rows 4g..4g+3, columns e, e+4, e+8, e+12 (one per 128-bit lane) */
+	for (int e = 0; e < 4; e++) {
+		__m512 v0 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88);
+		__m512 v1 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xDD);
+		__m512 v2 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88);
+		__m512 v3 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xDD);
+		r[e] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+		r[e + 8] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+		r[e + 4] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+		r[e + 12] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+	}
+}
+
+/* dst[p * ld + q] = src row q (of nrows, rs apart), element p, for p < np <= 16; rows past
+ * nrows give zeros; only the lanes in store_mask are written. */
+INLINE void transpose_block(int nrows, int np, const float *src, ptrdiff_t rs, float *dst,
+			    ptrdiff_t ld, __mmask16 store_mask)
+{
+	__m512 r[16];
+	__mmask16 lm = lane_mask(np);
+	for (int q = 0; q < 16; q++)
+		r[q] = q < nrows ? _mm512_maskz_loadu_ps(lm, src + q * rs) : _mm512_setzero_ps();
+	transpose16(r);
+	for (int p = 0; p < np; p++)
+		_mm512_mask_storeu_ps(dst + p * ld, store_mask, r[p]);
+}
+
+static void pack_b(int kc, int nc, const float *b, ptrdiff_t rs, ptrdiff_t cs, float *dst,
+		   size_t panel_stride)
+{
+	for (int j0 = 0; j0 < nc; j0 += NR, dst += panel_stride) {
+		int nj = nc - j0 < NR ? nc - j0 : NR;
+		const float *src = b + j0 * cs;
+		if (cs == 1) {
+			__mmask16 m0 = lane_mask(nj), m1 = lane_mask(nj - 16);
+			for (int p = 0; p < kc; p++) {
+				_mm512_store_ps(dst + p * NR, _mm512_maskz_loadu_ps(m0, src + p * rs));
+				_mm512_store_ps(dst + p * NR + 16,
+						_mm512_maskz_loadu_ps(m1, src + p * rs + 16));
+			}
+		} else if (rs == 1) {
+			for (int p = 0; p < kc; p += 16) {
+				int np = kc - p < 16 ? kc - p : 16;
+				for (int h = 0; h < NR; h += 16)
+					transpose_block(nj - h, np, src + h * cs + p, cs,
+							dst + p * NR + h, NR, 0xFFFF);
+			}
+		} else {
+			for (int p = 0; p < kc; p++)
+				for (int j = 0; j < NR; j++)
+					dst[p * NR + j] = j < nj ? src[p * rs + j * cs] : 0.0f;
+		}
+	}
+}
+
+static void pack_a(int mc, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs, float *dst)
+{
+	for (int i0 = 0; i0 < mc; i0 += MR, dst += (size_t)kc * MR) {
+		int ni = mc - i0 < MR ? mc - i0 : MR;
+		const float *src = a + i0 * rs;
+		if (cs == 1) {
+			for (int p = 0; p < kc; p += 16) {
+				int np = kc - p < 16 ? kc - p : 16;
+				transpose_block(ni, np, src + p, rs, dst + p * MR, MR, lane_mask(MR));
+			}
+		} else if (rs == 1) {
+			__mmask16 m = lane_mask(ni);
+			for (int p = 0; p < kc; p++)
+				_mm512_mask_storeu_ps(dst + p * MR, lane_mask(MR),
+						      _mm512_maskz_loadu_ps(m, src + p * cs));
+		} else {
+			for (int p = 0; p < kc; p++)
+				for (int i = 0; i < MR; i++)
+					dst[p * MR + i] = i < ni ? src[i * rs + p * cs] : 0.0f;
+		}
+	}
+}
+
+// ---- dot-product kernel (X * W^T along k) ----
+
+/* Sixteen vectors to one: lane a = sum of the lanes of v[a], the same tree for every a. */
+INLINE __m512 hsum16(__m512 v[16])
+{
+	__m512 s1[8], s2[4];
+	for (int a = 0; a < 8; a++)
+		s1[a] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * a], v[2 * a + 1]),
+				      _mm512_unpackhi_ps(v[2 * a], v[2 * a + 1]));
+	for (int a = 0; a < 4; a++)
+		s2[a] = _mm512_add_ps(_mm512_shuffle_ps(s1[2 * a], s1[2 * a + 1], 0x44),
+				      _mm512_shuffle_ps(s1[2 * a], s1[2 * a + 1], 0xEE));
+	__m512 s30 = _mm512_add_ps(_mm512_shuffle_f32x4(s2[0], s2[1], 0x88),
+				   _mm512_shuffle_f32x4(s2[0], s2[1], 0xDD));
+	__m512 s31 = _mm512_add_ps(_mm512_shuffle_f32x4(s2[2], s2[3], 0x88),
+				   _mm512_shuffle_f32x4(s2[2], s2[3], 0xDD));
+	return _mm512_add_ps(_mm512_shuffle_f32x4(s30, s31, 0x88),
+			     _mm512_shuffle_f32x4(s30, s31, 0xDD));
+}
+
+/* R rows of X against W = 16/R rows of W (nw of them real); C rows get nw values each. */
+INLINE void dot_tile(const int R, int nw, int k, const float *x, ptrdiff_t ldx, const float *w,
+		     ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e, const float *bias)
+{
+	const int W = 16 / R;
+	__m512 acc[16];
+	const float *wr[16];
+#pragma GCC unroll 16
+	for (int q = 0; q < W; q++)
+		wr[q] = w + (q < nw ? q : 0) * ldw;
+#pragma GCC unroll 16
+	for (int a = 0; a < 16; a++)
+		acc[a] = _mm512_setzero_ps();
+	int p = 0;
+	for (; p + 16 <= k; p += 16) {
+		__m512 xv[16], wv[16];
+#pragma GCC unroll 16
+		for (int r = 0; r < R; r++)
+			xv[r] = _mm512_loadu_ps(x + r * ldx + p);
+#pragma GCC unroll 16
+		for (int q = 0; q < W; q++)
+			wv[q] = _mm512_loadu_ps(wr[q] + p);
+#pragma GCC unroll 16
+		for (int r = 0; r < R; r++)
+#pragma GCC unroll 16
+			for (int q = 0; q < W; q++)
+				acc[r * W + q] = _mm512_fmadd_ps(xv[r], wv[q], acc[r * W + q]);
+	}
+	if (p < k) {
+		__mmask16 m = lane_mask(k - p);
+		__m512 xv[16], wv[16];
+#pragma GCC unroll 16
+		for (int r = 0; r < R; r++)
+			xv[r] = _mm512_maskz_loadu_ps(m, x + r * ldx + p);
+#pragma GCC unroll 16
+		for (int q = 0; q < W; q++)
+			wv[q] = _mm512_maskz_loadu_ps(m, wr[q] + p);
+#pragma GCC unroll 16
+		for (int r = 0; r < R; r++)
+#pragma GCC unroll 16
+			for (int q = 0; q < W; q++)
+				acc[r * W + q] = _mm512_fmadd_ps(xv[r], wv[q], acc[r * W + q]);
+	}
+	__m512 sums = hsum16(acc);
+	if (R == 1) {
+		epi_store(sums, c, lane_mask(nw), bias, e);
+		return;
+	}
+	float buf[16] __attribute__((aligned(64)));
+	_mm512_store_ps(buf, sums);
+	for (int r = 0; r < R; r++)
+		epi_store(_mm512_maskz_loadu_ps(lane_mask(nw), buf + r * W), c + r * ldc,
+			  lane_mask(nw), bias, e);
+}
+
+static void dot(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
+		ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	/* rows of X per tile (16 / rt rows of W): the least padding of n, then 4 x 4 */
+	static const int cand[3] = { 4, 8, 2 };
+	int rt = 4, waste = 16;
+	for (int t = 0; t < 3; t++) {
+		int wdt = 16 / cand[t], wst = (wdt - n % wdt) % wdt;
+		if (wst < waste) {
+			waste = wst;
+			rt = cand[t];
+		}
+	}
+	int i = 0;
+	while (i < m) {
+		int r = m - i >= rt ? rt : m - i >= 4 ? 4 : m - i >= 2 ? 2 : 1;
+		int wdt = 16 / r;
+		for (int j = 0; j < n; j += wdt) {
+			int nw = n - j < wdt ? n - j : wdt;
+			const float *xb = x + i * ldx, *wb = w + j * ldw;
+			float *cb = c + i * ldc + j;
+			const float *bias = e->bias ? e->bias + j : NULL;
+			switch (r) {
+			case 8: dot_tile(8, nw, k, xb, ldx, wb, ldw, cb, ldc, e, bias); break;
+			case 4: dot_tile(4, nw, k, xb, ldx, wb, ldw, cb, ldc, e, bias); break;
+			case 2: dot_tile(2, nw, k, xb, ldx, wb, ldw, cb, ldc, e, bias); break;
+			default: dot_tile(1, nw, k, xb, ldx, wb, ldw, cb, ldc, e, bias); break;
+			}
+		}
+		i += r;
+	}
+}
+
+// ---- matrix-vector on prepacked panels ----
+
+/* G panels side by side (G compile-time); the last one has nlast valid columns. */
+INLINE void gemv_group(const int G, int nlast, int k, const float *x, const float *pan,
+		       size_t pstride, float *y, const gemm_epi *e)
+{
+	__m512 acc[8];
+#pragma GCC unroll 8
+	for (int a = 0; a < 2 * G; a++)
+		acc[a] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+	for (int p = 0; p < k; p++) {
+		__m512 xv = _mm512_set1_ps(x[p]);
+#pragma GCC unroll 4
+		for (int g = 0; g < G; g++) {
+			const float *bp = pan + g * pstride + p * NR;
+			_mm_prefetch((const char *)(bp + 16 * NR), _MM_HINT_T0);
+			_mm_prefetch((const char *)(bp + 16 * NR + 16), _MM_HINT_T0);
+			acc[2 * g] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp), acc[2 * g]);
+			acc[2 * g + 1] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp + 16), acc[2 * g + 1]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int g = 0; g < G; g++) {
+		int nv = g == G - 1 ? nlast : NR;
+		const float *bias = e->bias ? e->bias + g * NR : NULL;
+		epi_store(acc[2 * g], y + g * NR, lane_mask(nv), bias, e);
+		if (nv > 16)
+			epi_store(acc[2 * g + 1], y + g * NR + 16, lane_mask(nv - 16),
+				  bias ? bias + 16 : NULL, e);
+	}
+}
+
+static void gemv_panels(int n, int k, const float *x, const float *panels, float *y,
+			const gemm_epi *e)
+{
+	size_t pstride = (size_t)k * NR;
+	for (int j = 0; j < n; j += 4 * NR) {
+		int rest = n - j;
+		int g = rest >= 4 * NR ? 4 : (rest + NR - 1) / NR;
+		int nlast = rest >= g * NR ? NR : rest - (g - 1) * NR;
+		gemm_epi ej = *e;
+		ej.bias = e->bias ? e->bias + j : NULL;
+		const float *pan = panels + (size_t)(j / NR) * pstride;
+		switch (g) {
+		case 4: gemv_group(4, nlast, k, x, pan, pstride, y + j, &ej); break;
+		case 3: gemv_group(3, nlast, k, x, pan, pstride, y + j, &ej); break;
+		case 2: gemv_group(2, nlast, k, x, pan, pstride, y + j, &ej); break;
+		default: gemv_group(1, nlast, k, x, pan, pstride, y + j, &ej); break;
+		}
+	}
+}
+
+// ---- the kernel set ----
+
+const gemm_kernels tm_gemm_avx512 = {
+	.mr = MR,
+	.nr = NR,
+	.kc = 384,
+	.mc = 120,
+	.nc = 480,
+	.tile = tile,
+	.pack_b = pack_b,
+	.pack_a = pack_a,
+	.dot = dot,
+	.gemv_panels = gemv_panels,
+};
