@@ -248,9 +248,15 @@ void tm_dataset_release(tm_dataset *ds);
 /* safetensors: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
  * data_offsets}, "__metadata__": {str: str}}, then the tensor bytes.  The reader validates
  * everything (header bound, JSON, dtype names, shapes vs byte sizes, offsets inside the file,
- * no overlaps) before anything is used. */
+ * no overlaps, no gaps) before anything is used; messages read "weights 'FILE': ..." with FILE
+ * in err->field.  docs/weights.md describes the format and every rule. */
 
 typedef enum tm_dtype { TM_DTYPE_F32 = 0, TM_DTYPE_I8 = 1, TM_DTYPE_I32 = 2 } tm_dtype;
+
+/* The safetensors name ("F32", "I8", "I32") and element size in bytes; NULL / 0 for a value
+ * outside the enum. */
+const char *tm_dtype_name(tm_dtype dtype);
+size_t tm_dtype_size(tm_dtype dtype);
 
 #define TM_ST_MAX_DIMS 4
 #define TM_ST_MAX_HEADER (16u << 20) /* bytes */
@@ -260,7 +266,7 @@ typedef struct tm_st_tensor {
 	tm_dtype dtype;
 	int ndim;
 	int64_t shape[TM_ST_MAX_DIMS];
-	const void *data;   /* into the file's buffer, valid until tm_st_free */
+	const void *data;   /* 64-byte aligned copy of the bytes, valid until tm_st_free */
 	size_t nbytes;
 } tm_st_tensor;
 
