@@ -332,6 +332,24 @@ static size_t st_count_separators(const char *s, size_t len)
 	return n;
 }
 
+/* An escaped NUL ("\u0000") inside a string: cJSON would silently cut the string there, so a
+ * name "a\u0000b" would become "a".  Returns its offset or SIZE_MAX.  Runs on text cJSON
+ * accepted, so strings are well-formed. */
+static size_t st_find_escaped_nul(const char *s, size_t len)
+{
+	bool in_str = false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '"') {
+			in_str = !in_str;
+		} else if (in_str && s[i] == '\\') {
+			if (len - i >= 6 && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0)
+				return i;
+			i++;
+		}
+	}
+	return SIZE_MAX;
+}
+
 static bool st_is_space(char c)
 {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
@@ -381,6 +399,12 @@ static int st_load(tm_st_file *f, const uint8_t *hdr, size_t hlen, uint64_t buf_
 				     (size_t)(p - text));
 			goto out;
 		}
+	}
+	size_t nul = st_find_escaped_nul(text, (size_t)(end - text));
+	if (nul != SIZE_MAX) {
+		rc = st_fail(err, TM_EFORMAT, name,
+			     "header has an escaped NUL (\\u0000) in a string at header byte %zu", nul);
+		goto out;
 	}
 	if (!cJSON_IsObject(root)) {
 		rc = st_fail(err, TM_EFORMAT, name, "header is not a JSON object");

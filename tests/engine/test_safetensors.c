@@ -561,6 +561,8 @@ static const struct bad_case {
 	  4, UINT64_MAX, TM_EFORMAT, "tensor 'a' has key 'dtype' twice" },
 	{ "empty name", "{\"\":" T("F32", "[1]", "[0,4]") "}", 4, UINT64_MAX, TM_EFORMAT,
 	  "tensor name '' is 0 bytes, must be 1 to 127 bytes" },
+	{ "escaped nul in a name", "{\"a\\u0000b\":" T("F32", "[1]", "[0,4]") "}", 4, UINT64_MAX,
+	  TM_EFORMAT, "header has an escaped NUL (\\u0000) in a string at header byte 3" },
 	{ "control chars shown safely", "{\"a\\nb\":" T("X\\u0001", "[1]", "[0,4]") "}", 4,
 	  UINT64_MAX, TM_EFORMAT, "tensor 'a?b': unknown dtype 'X?'" },
 };
