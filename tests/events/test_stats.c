@@ -321,6 +321,40 @@ START_TEST(test_es_matches_loadgen_loop)
 }
 END_TEST
 
+START_TEST(test_es_and_ci_large_n_defining_property)
+{
+	/* At large n the walks skip the far lower tail (binom_skip); check the result against
+	 * the defining inequalities evaluated by stats_binom_cdf, which sums from 0:
+	 * F(t) < 0.01 <= F(t + 1) for early stopping, 1 - 2 F(l - 1) >= 0.95 > 1 - 2 F(l) for the
+	 * median ranks. */
+	static const size_t ns[] = { 5000, 77777, 300000 };
+	double *x = malloc(300000 * sizeof(*x));
+	fill_iota(x, 300000);
+	for (size_t j = 0; j < sizeof(ns) / sizeof(ns[0]); j++) {
+		size_t n = ns[j];
+		stats_es es;
+		ck_assert_int_eq(stats_es_compute(x, n, 0.9, 0.99, &es, NULL), 0);
+		ck_assert(es.ok);
+		ck_assert(stats_binom_cdf(es.overlatency, n, 1 - 0.9) < 1 - 0.99);
+		ck_assert(stats_binom_cdf(es.overlatency + 1, n, 1 - 0.9) >= 1 - 0.99);
+		/* The estimate sits near the 90th percentile plus about 2.33 sd of a binomial
+		 * count: t is within 3 sqrt(0.09 n) of 0.1 n - 2.33 sqrt(0.09 n). */
+		double sd = sqrt(0.09 * (double)n);
+		ck_assert(fabs((double)es.overlatency - (0.1 * (double)n - 2.33 * sd)) < 3 * sd);
+		stats_median_ci ci;
+		ck_assert_int_eq(stats_median_ci_compute(x, n, 0.95, &ci, NULL), 0);
+		ck_assert(ci.exists);
+		ck_assert(1 - 2 * stats_binom_cdf(ci.lo_rank - 1, n, 0.5) >= 0.95);
+		ck_assert(1 - 2 * stats_binom_cdf(ci.lo_rank, n, 0.5) < 0.95);
+		ck_assert_double_eq_tol(ci.coverage, 1 - 2 * stats_binom_cdf(ci.lo_rank - 1, n, 0.5),
+					1e-12);
+		/* Normal approximation: l near n/2 - 1.96 sqrt(n)/2. */
+		ck_assert(fabs((double)ci.lo_rank - (0.5 * (double)n - 0.98 * sqrt((double)n))) < 3);
+	}
+	free(x);
+}
+END_TEST
+
 // ---- median confidence interval ----
 
 START_TEST(test_median_ci_ranks)
@@ -697,6 +731,7 @@ Suite *stats_suite(void)
 	tcase_add_test(tc, test_es_min_passing);
 	tcase_add_test(tc, test_es_estimates_python);
 	tcase_add_test(tc, test_es_matches_loadgen_loop);
+	tcase_add_test(tc, test_es_and_ci_large_n_defining_property);
 	tcase_add_test(tc, test_median_ci_ranks);
 	tcase_add_test(tc, test_median_ci_vs_exact_integers);
 	tcase_add_test(tc, test_outliers_planted);
