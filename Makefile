@@ -71,6 +71,7 @@ SERVER_OBJS += server/db.o
 SERVER_OBJS += server/schema.o
 SERVER_OBJS += server/http.o
 SERVER_OBJS += server/api.o
+SERVER_OBJS += server/sha256.o
 
 TEST_OBJS += tests/main.o
 TEST_OBJS += tests/util.o
@@ -86,7 +87,9 @@ TEST_OBJS += tests/engine/test_transformer.o
 TEST_OBJS += tests/events/test_stats.o
 TEST_OBJS += tests/server/test_opts.o
 TEST_OBJS += tests/server/test_db.o
+TEST_OBJS += tests/server/test_sha256.o
 TEST_OBJS += tests/integration/test_health.o
+TEST_OBJS += tests/integration/test_teams.o
 
 BENCH_OBJS += bench/bench.o
 BENCH_OBJS += bench/peak.o

@@ -9,8 +9,22 @@
 
 extern const char db_schema_sql[];
 
+/* Every statement the daemon runs, prepared once on first use and kept (prepared statements
+ * only: no SQL is ever built from request data). */
+enum db_stmt_id {
+	ST_TEAM_INSERT,
+	ST_TEAM_BY_TOKEN,
+	ST_COUNT
+};
+
+static const char *const db_stmt_sql[ST_COUNT] = {
+	[ST_TEAM_INSERT] = "INSERT INTO teams(name, token_hash) VALUES (?1, ?2)",
+	[ST_TEAM_BY_TOKEN] = "SELECT id, name, is_admin FROM teams WHERE token_hash = ?1",
+};
+
 struct db {
 	sqlite3 *h;
+	sqlite3_stmt *st[ST_COUNT];
 };
 
 /* Migration i (1-based) brings the database to user_version i. */
@@ -43,6 +57,9 @@ static int db_map(int rc)
 		return DB_BUSY;
 	case SQLITE_FULL:
 		return DB_FULL;
+	case SQLITE_CONSTRAINT:
+		return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY
+			       ? DB_CONFLICT : DB_ERROR;
 	}
 	return DB_ERROR;
 }
@@ -139,6 +156,8 @@ void db_close(db *d)
 {
 	if (!d)
 		return;
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(d->st[i]);
 	sqlite3_close(d->h);
 	free(d);
 }
@@ -165,4 +184,59 @@ int db_table_count(db *d, const char *table, long *count)
 		*count = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
 	return rc == SQLITE_ROW ? DB_OK : db_map(rc);
+}
+
+const char *db_errmsg(db *d)
+{
+	return sqlite3_errmsg(d->h);
+}
+
+/* The statement, reset and with bindings cleared, or NULL (the error is in db_errmsg). */
+static sqlite3_stmt *db_stmt(db *d, enum db_stmt_id id)
+{
+	if (!d->st[id] &&
+	    sqlite3_prepare_v3(d->h, db_stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &d->st[id],
+			       NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_reset(d->st[id]);
+	sqlite3_clear_bindings(d->st[id]);
+	return d->st[id];
+}
+
+// ---- teams ----
+
+int db_team_create(db *d, const char *name, const uint8_t token_hash[32], int64_t *id)
+{
+	sqlite3_stmt *st = db_stmt(d, ST_TEAM_INSERT);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_blob(st, 2, token_hash, 32, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE) {
+		rc = sqlite3_extended_errcode(d->h);
+		sqlite3_reset(st);
+		return db_map(rc);
+	}
+	*id = sqlite3_last_insert_rowid(d->h);
+	sqlite3_reset(st);
+	return DB_OK;
+}
+
+int db_team_by_token(db *d, const uint8_t token_hash[32], db_team *out)
+{
+	sqlite3_stmt *st = db_stmt(d, ST_TEAM_BY_TOKEN);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_blob(st, 1, token_hash, 32, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		out->id = sqlite3_column_int64(st, 0);
+		snprintf(out->name, sizeof(out->name), "%s", (const char *)sqlite3_column_text(st, 1));
+		out->is_admin = sqlite3_column_int(st, 2) != 0;
+		sqlite3_reset(st);
+		return DB_OK;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? DB_NOTFOUND : db_map(rc);
 }

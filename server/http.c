@@ -69,6 +69,16 @@ void http_reply_error(http_reply *rep, int status, const char *code, const char 
 	cJSON_Delete(root);
 }
 
+const char *http_request_header(const http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_query(const http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
 // ---- routing ----
 
 bool http_route_match(const char *pattern, const char *path, http_request *req)

@@ -49,6 +49,47 @@ static int mkdir_p(const char *path)
 	return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* The admin token comes from --admin-token-file or TINYMLPERF_ADMIN_TOKEN; only its SHA-256
+ * is kept.  Tokens shorter than 16 bytes are refused. */
+static int load_admin_token(srv_opts *o, srv_app *app, char *err, size_t errlen)
+{
+	char buf[257];
+	size_t n = 0;
+	if (o->admin_token_file[0]) {
+		FILE *f = fopen(o->admin_token_file, "r");
+		if (!f) {
+			snprintf(err, errlen, "'admin-token-file' '%.300s': %s", o->admin_token_file,
+				 strerror(errno));
+			return -1;
+		}
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		bool more = fgetc(f) != EOF;
+		fclose(f);
+		if (more) {
+			snprintf(err, errlen, "'admin-token-file' '%.300s' is longer than %zu bytes",
+				 o->admin_token_file, sizeof(buf) - 1);
+			return -1;
+		}
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+			n--;
+	} else if (o->admin_token[0]) {
+		n = strlen(o->admin_token);
+		memcpy(buf, o->admin_token, n);
+	} else {
+		return 0;
+	}
+	buf[n] = '\0';
+	if (n < 16) {
+		snprintf(err, errlen, "the admin token is %zu bytes long, must be at least 16", n);
+		return -1;
+	}
+	sha256(buf, n, app->admin_hash);
+	app->has_admin = true;
+	memset(buf, 0, sizeof(buf));
+	memset(o->admin_token, 0, sizeof(o->admin_token));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	srv_opts opts;
@@ -77,6 +118,12 @@ int main(int argc, char **argv)
 		return EX_CANTCREAT;
 	}
 	if (opts.check_only) {
+		srv_app probe = { 0 };
+		if (load_admin_token(&opts, &probe, err, sizeof(err)) != 0) {
+			fprintf(stderr, "tinymlperfd: %s\n", err);
+			db_close(store);
+			return EX_CONFIG;
+		}
 		printf("configuration ok: listen=%s data-dir=%s db=%s schema_version=%d\n", opts.listen,
 		       opts.data_dir, opts.db_path, db_schema_version(store));
 		db_close(store);
@@ -84,6 +131,11 @@ int main(int argc, char **argv)
 	}
 
 	srv_app app = { .db = store, .opts = &opts, .log = &d.log, .started_ns = tm_now_ns() };
+	if (load_admin_token(&opts, &app, err, sizeof(err)) != 0) {
+		log_error(&d.log, "bad admin token", "error=\"%s\"", err);
+		db_close(store);
+		return EX_CONFIG;
+	}
 	uv_loop_init(&d.loop);
 	http_config hc = {
 		.listen = opts.listen,

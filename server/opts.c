@@ -19,6 +19,7 @@ typedef struct opt_def {
 	const char *def;      /* default as text ("" for none) */
 	long min, max;        /* OPT_LONG bounds */
 	const char *help;
+	bool env_only;        /* secrets: never on the command line (visible in ps) */
 } opt_def;
 
 #define STR(field) OPT_STR, offsetof(srv_opts, field), sizeof(((srv_opts *)0)->field)
@@ -26,17 +27,20 @@ typedef struct opt_def {
 #define BOOL(field) OPT_BOOL, offsetof(srv_opts, field), 0
 
 static const opt_def opt_table[] = {
-	{ "listen", STR(listen), "127.0.0.1:8080", 0, 0, "address to listen on, host:port or [v6]:port" },
-	{ "data-dir", STR(data_dir), "./var", 0, 0, "data directory: database and reference models" },
-	{ "db", STR(db_path), "", 0, 0, "SQLite database path (default DATA_DIR/tinymlperf.db)" },
-	{ "web-dir", STR(web_dir), "", 0, 0, "directory of the web pages (default ./web or the installed copy)" },
-	{ "log-level", STR(log_level), "info", 0, 0, "debug, info, warn or error" },
-	{ "max-connections", LONG(max_connections), "256", 1, 65536, "concurrent HTTP connections" },
-	{ "conn-timeout", LONG(conn_timeout_s), "30", 1, 3600, "idle seconds before a connection is closed" },
-	{ "max-body", LONG(max_body_bytes), "1048576", 1024, 67108864, "request body limit in bytes" },
-	{ "check", BOOL(check_only), "0", 0, 0, "validate the configuration and exit" },
-	{ "help", OPT_ACTION, 0, 0, "", 0, 0, "print this help and exit" },
-	{ "version", OPT_ACTION, 0, 0, "", 0, 0, "print the version and exit" },
+	{ "listen", STR(listen), "127.0.0.1:8080", 0, 0, "address to listen on, host:port or [v6]:port", false },
+	{ "data-dir", STR(data_dir), "./var", 0, 0, "data directory: database and reference models", false },
+	{ "db", STR(db_path), "", 0, 0, "SQLite database path (default DATA_DIR/tinymlperf.db)", false },
+	{ "web-dir", STR(web_dir), "", 0, 0, "directory of the web pages (default ./web or the installed copy)", false },
+	{ "log-level", STR(log_level), "info", 0, 0, "debug, info, warn or error", false },
+	{ "max-connections", LONG(max_connections), "256", 1, 65536, "concurrent HTTP connections", false },
+	{ "conn-timeout", LONG(conn_timeout_s), "30", 1, 3600, "idle seconds before a connection is closed", false },
+	{ "max-body", LONG(max_body_bytes), "1048576", 1024, 67108864, "request body limit in bytes", false },
+	{ "admin-token-file", STR(admin_token_file), "", 0, 0, "file holding the admin token (or env TINYMLPERF_ADMIN_TOKEN)", false },
+	{ "admin-token", STR(admin_token), "", 0, 0, "the admin token itself (environment only)", true },
+	{ "open-registration", BOOL(open_registration), "0", 0, 0, "let anyone create a team (classrooms)", false },
+	{ "check", BOOL(check_only), "0", 0, 0, "validate the configuration and exit", false },
+	{ "help", OPT_ACTION, 0, 0, "", 0, 0, "print this help and exit", false },
+	{ "version", OPT_ACTION, 0, 0, "", 0, 0, "print the version and exit", false },
 };
 #define N_OPTS (sizeof(opt_table) / sizeof(opt_table[0]))
 
@@ -97,6 +101,10 @@ void srv_opts_usage(FILE *out)
 		const opt_def *d = &opt_table[i];
 		char env[64];
 		env_name(d, env, sizeof(env));
+		if (d->env_only) {
+			fprintf(out, "  %-26s %s\n", env, d->help);
+			continue;
+		}
 		char flag[64];
 		snprintf(flag, sizeof(flag), "--%s%s", d->name,
 			 d->type == OPT_STR || d->type == OPT_LONG ? "=VALUE" : "");
@@ -157,13 +165,16 @@ int srv_opts_parse(srv_opts *o, int argc, char **argv, char *const *env, FILE *o
 	}
 
 	struct option longopts[N_OPTS + 1];
+	size_t nl = 0;
 	for (size_t i = 0; i < N_OPTS; i++) {
 		const opt_def *d = &opt_table[i];
-		longopts[i] = (struct option){ d->name,
+		if (d->env_only)
+			continue;
+		longopts[nl++] = (struct option){ d->name,
 			d->type == OPT_STR || d->type == OPT_LONG ? required_argument : no_argument,
 			NULL, (int)i + 256 };
 	}
-	longopts[N_OPTS] = (struct option){ 0, 0, 0, 0 };
+	longopts[nl] = (struct option){ 0, 0, 0, 0 };
 
 	optind = 1;
 	opterr = 0;

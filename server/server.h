@@ -23,6 +23,9 @@ typedef struct srv_opts {
 	long max_connections;        /* concurrent HTTP connections */
 	long conn_timeout_s;         /* idle seconds before a connection is closed */
 	long max_body_bytes;         /* request body limit (413 beyond) */
+	char admin_token_file[PATH_MAX];
+	char admin_token[256];       /* env TINYMLPERF_ADMIN_TOKEN only, never a flag */
+	bool open_registration;      /* anyone may POST /api/v1/teams */
 	bool check_only;             /* --check: validate the configuration and exit */
 } srv_opts;
 
@@ -59,7 +62,24 @@ void srv_log_at(const srv_log *lg, int level, const char *msg, const char *fmt, 
 
 typedef struct db db;
 
-enum db_status { DB_OK = 0, DB_ERROR = -1, DB_BUSY = -2, DB_FULL = -3, DB_NOTFOUND = -4 };
+enum db_status {
+	DB_OK = 0,
+	DB_ERROR = -1,     /* anything else: logged, 500 */
+	DB_BUSY = -2,      /* SQLITE_BUSY/LOCKED: 503, nothing written */
+	DB_FULL = -3,      /* SQLITE_FULL: 503, nothing written */
+	DB_NOTFOUND = -4,
+	DB_CONFLICT = -5,  /* a UNIQUE constraint: 409 */
+};
+
+typedef struct db_team {
+	int64_t id;
+	char name[72];   /* 1..64 bytes of UTF-8 */
+	bool is_admin;
+} db_team;
+
+int db_team_create(db *d, const char *name, const uint8_t token_hash[32], int64_t *id);
+int db_team_by_token(db *d, const uint8_t token_hash[32], db_team *out);
+const char *db_errmsg(db *d);
 
 /* Open or create the database, enable WAL and apply pending migrations. Caller frees with
  * db_close. */
@@ -69,6 +89,13 @@ int db_schema_version(db *d);
 int db_migration_count(void);
 /* Counts rows of a table in the schema (health and tests). */
 int db_table_count(db *d, const char *table, long *count);
+
+// ---- tokens and text (sha256.c) ----
+
+void sha256(const void *data, size_t len, uint8_t out[32]);
+void hex_encode(const uint8_t *in, size_t n, char *out); /* out holds 2n+1 chars */
+bool ct_equal(const void *a, const void *b, size_t n);   /* constant time in n */
+bool utf8_valid(const char *s, size_t n);                /* strict: no overlongs, surrogates */
 
 // ---- HTTP (http.c) ----
 
@@ -118,6 +145,9 @@ typedef struct http_config {
 /* Fill rep with a JSON error {"error":{"code","message","field"}}. */
 void http_reply_error(http_reply *rep, int status, const char *code, const char *field,
 		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* A request header or query argument, NULL when absent. */
+const char *http_request_header(const http_request *req, const char *name);
+const char *http_request_query(const http_request *req, const char *name);
 /* Take ownership of a malloc'd JSON string as the reply body. */
 void http_reply_json(http_reply *rep, int status, char *json);
 /* Match path against pattern; on success the {} segments are copied into req->params. */
@@ -135,6 +165,8 @@ void http_server_stop(http_server *s);
 
 typedef struct srv_app {
 	db *db;
+	bool has_admin;             /* an admin token is configured */
+	uint8_t admin_hash[32];     /* SHA-256 of the admin token */
 	const srv_opts *opts;
 	const srv_log *log;
 	uint64_t started_ns;  /* tm_now_ns at start-up */

@@ -19,7 +19,9 @@ static const suite_fn suites[] = {
 	stats_suite,
 	opts_suite,
 	db_suite,
+	sha256_suite,
 	health_suite,
+	teams_suite,
 };
 
 int main(void)

@@ -23,7 +23,9 @@ Suite *transformer_suite(void);
 Suite *stats_suite(void);
 Suite *opts_suite(void);
 Suite *db_suite(void);
+Suite *sha256_suite(void);
 Suite *health_suite(void);
+Suite *teams_suite(void);
 
 // ---- helpers (util.c) ----
 
