@@ -296,6 +296,142 @@ void tm_st_writer_add(tm_st_writer *w, const char *name, tm_dtype dtype, int ndi
 int tm_st_writer_save(tm_st_writer *w, const char *path, tm_err *err);
 
 // ---- models (model.c) ----
+/* The image models of the MLP Sprint and the CNN Marathon, built from a spec.  A model owns ONE
+ * allocation of parameters carved into per-layer tensors with PyTorch's layouts (a flat vector
+ * the optimizer runs over), a second allocation with the same layout for gradients (only when
+ * planned for training), and one arena of activations and scratch sized by tm_model_plan for a
+ * maximum batch.  Layers are the modules of the equivalent torch.nn.Sequential, named by their
+ * index; a ReLU that follows a linear or conv layer is computed inside it ("fused").  Input is
+ * uint8 pixels, preprocessed to (x / 255 - TM_FMNIST_MEAN) / TM_FMNIST_SD, NCHW (the MLP sees
+ * the same values flattened row-major).  FLOPs, bytes and the file format: docs/models.md. */
+
+#include <stdio.h> /* FILE, for tm_model_print and training progress */
+
+typedef enum tm_family {
+	TM_FAMILY_MLP = 0,
+	TM_FAMILY_CNN = 1,
+	TM_FAMILY_TRANSFORMER = 2,  /* reserved: implemented by transformer.c, not tm_model */
+} tm_family;
+
+#define TM_MLP_MAX_HIDDEN 8
+#define TM_MODEL_MAX_LAYERS 24
+#define TM_MODEL_MAX_WIDTH 4096   /* MLP hidden width and CNN channels, inclusive */
+#define TM_FMNIST_MEAN 0.2860f    /* of x / 255 over the training images */
+#define TM_FMNIST_SD 0.3530f
+
+typedef struct tm_model_spec {
+	tm_family family;
+	int in_c, in_h, in_w;           /* input image (channels, rows, cols): (1, 28, 28) */
+	int n_classes;                  /* 10 */
+	int n_hidden;                   /* MLP: hidden layers, 0..TM_MLP_MAX_HIDDEN */
+	int hidden[TM_MLP_MAX_HIDDEN];  /* MLP: their widths */
+	int c1, c2;                     /* CNN: output channels of conv1 and conv2 */
+} tm_model_spec;
+
+/* Fill a spec for Fashion-MNIST input (1, 28, 28) and 10 classes. */
+void tm_model_spec_mlp(tm_model_spec *s, int n_hidden, const int *hidden);
+void tm_model_spec_cnn(tm_model_spec *s, int c1, int c2);
+/* The reference model of an event id ("mlp_sprint", "cnn_marathon"). */
+int tm_model_spec_reference(tm_model_spec *s, const char *event, tm_err *err);
+int tm_model_spec_check(const tm_model_spec *s, tm_err *err);
+bool tm_model_spec_equal(const tm_model_spec *a, const tm_model_spec *b);
+/* A one-line description: "mlp 784-128-64-10", "cnn c1=32 c2=64 (1x28x28 -> 10)". */
+void tm_model_spec_str(const tm_model_spec *s, char *buf, size_t len);
+const char *tm_family_name(tm_family f);  /* "mlp", "cnn", "transformer" */
+
+typedef enum tm_op {
+	TM_OP_LINEAR = 0,
+	TM_OP_CONV3X3 = 1,   /* stride 1, no padding */
+	TM_OP_RELU = 2,
+	TM_OP_MAXPOOL2 = 3,  /* 2x2, stride 2, floor */
+	TM_OP_FLATTEN = 4,   /* (C, H, W) -> (C*H*W): no data movement */
+} tm_op;
+
+const char *tm_op_name(tm_op op);  /* "linear", "conv3x3", "relu", "maxpool2", "flatten" */
+
+/* One module of the Sequential.  Shapes are per sample; a vector is (features, 1, 1). */
+typedef struct tm_layer {
+	tm_op op;
+	char name[16];               /* PyTorch module name: the Sequential index, "0", "1", ... */
+	int in_c, in_h, in_w;        /* input shape */
+	int out_c, out_h, out_w;     /* output shape */
+	tm_act act;                  /* linear/conv: activation computed inside (the next ReLU) */
+	bool fused;                  /* ReLU computed by the previous layer; output aliases its */
+	float *w;                    /* linear (out, in); conv (cout, cin, 3, 3); NULL otherwise */
+	float *b;                    /* (out) / (cout); NULL otherwise */
+	float *dw, *db;              /* same layouts, in grads; NULL until planned for training */
+	size_t w_len, b_len;         /* floats */
+	int64_t flops;               /* per sample (docs/models.md) */
+	size_t bytes;                /* bytes of w and b as stored */
+} tm_layer;
+
+typedef struct tm_model {
+	tm_model_spec spec;
+	int n_layers;
+	tm_layer layers[TM_MODEL_MAX_LAYERS];
+	float *params;               /* (n_alloc) the one parameter allocation */
+	float *grads;                /* (n_alloc) same layout; NULL until planned for training */
+	size_t n_alloc;              /* floats in params/grads, with zero padding between tensors */
+	int64_t n_params;            /* parameters (no padding) */
+	/* The plan: buffers for batches of up to max_batch samples, carved from arena. */
+	int max_batch;               /* 0: not planned */
+	bool train;                  /* planned with backward buffers */
+	tm_arena arena;
+	float *x;                    /* (max_batch, in_c*in_h*in_w) preprocessed input */
+	float *out[TM_MODEL_MAX_LAYERS];        /* (max_batch, layer i output), may alias */
+	int32_t *pool_idx[TM_MODEL_MAX_LAYERS]; /* (max_batch, layer i output) argmax, training */
+	float *scratch;              /* (scratch_len) conv im2col */
+	size_t scratch_len;          /* floats */
+	float *g0, *g1;              /* (max_batch, largest layer size) gradient ping-pong */
+	float *logits;               /* (max_batch, n_classes) = out[n_layers - 1] */
+} tm_model;
+
+/* Build a model with zero parameters (see tm_model_randomize); NULL on error with err filled.
+ * Caller frees with tm_model_free. */
+tm_model *tm_model_new(const tm_model_spec *spec, tm_err *err);
+void tm_model_free(tm_model *m);
+/* PyTorch's default initialisation (kaiming_uniform_ with a = sqrt(5)): every weight and bias
+ * uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn in layer order from tm_rng seeded by seed. */
+void tm_model_randomize(tm_model *m, uint64_t seed);
+/* (Re)size the activation arena for batches of 1..max_batch; train also allocates gradients
+ * (zeroed) and the buffers backward needs.  Parameters are kept. */
+int tm_model_plan(tm_model *m, int max_batch, bool train, tm_err *err);
+
+int64_t tm_model_params(const tm_model *m);
+size_t tm_model_bytes(const tm_model *m);   /* bytes stored for all weight tensors */
+int64_t tm_model_flops(const tm_model *m);  /* per inference (one sample) */
+
+/* pixels (n, in_c*in_h*in_w) uint8 -> x (same shape) float. */
+void tm_model_preprocess(const tm_model *m, int n, const uint8_t *pixels, float *x);
+/* Forward for n samples (1 <= n <= max_batch): logits (n, n_classes) are left in m->logits
+ * and copied to logits when it is not NULL.  The _f32 variant takes preprocessed input. */
+int tm_model_forward(tm_model *m, const tm_ctx *ctx, int n, const uint8_t *pixels,
+		     float *logits, tm_err *err);
+int tm_model_forward_f32(tm_model *m, const tm_ctx *ctx, int n, const float *x, float *logits,
+			 tm_err *err);
+/* Backward of the last forward (same n) given dlogits (n, n_classes): ACCUMULATES into
+ * m->grads (zero them with tm_model_zero_grad).  Needs a training plan. */
+int tm_model_backward(tm_model *m, const tm_ctx *ctx, int n, const float *dlogits, tm_err *err);
+void tm_model_zero_grad(tm_model *m);
+
+/* What a weight file records besides the spec and the tensors. */
+typedef struct tm_model_meta {
+	char recipe[256];       /* training recipe (tm_train_recipe_str), "" if unknown */
+	uint64_t seed;          /* initialisation and shuffling seed */
+	double test_accuracy;   /* top-1 on the test set in [0, 1]; < 0 if not measured */
+	double train_seconds;   /* wall-clock training time; < 0 if unknown */
+} tm_model_meta;
+
+/* Save as safetensors with PyTorch state_dict names ("0.weight", ...) and __metadata__
+ * (format version, family, spec, preprocessing, n_classes, meta).  meta may be NULL. */
+int tm_model_save(const tm_model *m, const char *path, const tm_model_meta *meta, tm_err *err);
+/* Load a model file.  When expect is not NULL the file's family and spec must equal it; every
+ * tensor's dtype and shape is checked and no tensor may be missing or extra (the error names
+ * it).  meta (may be NULL) gets the recorded metadata.  Caller frees with tm_model_free. */
+tm_model *tm_model_load(const char *path, const tm_model_spec *expect, tm_model_meta *meta,
+			tm_err *err);
+/* Print the per-layer table (name, op, shapes, params, flops, bytes) and the totals. */
+void tm_model_print(const tm_model *m, FILE *out);
 
 // ---- decathlon tasks (decathlon.c) ----
 /* The ten generated string tasks of the Transformer Decathlon (docs/decathlon.md).  Every
@@ -420,5 +556,54 @@ uint32_t tm_rng_below(tm_rng *r, uint32_t n);    /* [0, n), unbiased */
 void tm_rng_shuffle(tm_rng *r, int32_t *v, int n);
 
 // ---- training (train.c) ----
+/* Mini-batch training of a tm_model on an image dataset: seeded shuffling, SGD with momentum
+ * or Adam(W) over the flat parameter vector, constant or cosine learning rate, progress lines
+ * to a FILE*.  Deterministic: the same seed, data, config and thread count give bit-identical
+ * weights.  Evaluation is top-1 accuracy over a whole dataset in batches. */
+
+typedef enum tm_lr_schedule {
+	TM_LR_CONSTANT = 0,
+	TM_LR_COSINE = 1,    /* lr * (min + (1 - min) * 0.5 * (1 + cos(pi * step / steps))) */
+} tm_lr_schedule;
+
+typedef struct tm_train_config {
+	tm_optim_kind optim;
+	float lr;                 /* peak learning rate */
+	float momentum;           /* SGD */
+	float weight_decay;       /* as tm_optim */
+	tm_lr_schedule schedule;
+	float lr_min;             /* cosine floor, fraction of lr */
+	int epochs;               /* >= 1 */
+	int batch;                /* samples per step, >= 1 */
+	uint64_t seed;            /* shuffling (tm_model_randomize takes its own) */
+	int log_every;            /* steps between progress lines; 0: one line per epoch */
+	double max_seconds;       /* stop after this wall-clock time, 0: no limit (a stop that
+				   * triggers makes the result timing-dependent) */
+} tm_train_config;
+
+typedef struct tm_train_result {
+	int epochs;               /* completed */
+	int64_t steps;
+	float loss;               /* mean training loss of the last epoch */
+	double train_accuracy;    /* of the last epoch, on the fly */
+	double test_accuracy;     /* after the last epoch; -1 without a test set */
+	double seconds;           /* wall clock, training and per-epoch evaluation */
+	bool stopped;             /* max_seconds reached */
+} tm_train_result;
+
+/* Defaults: Adam, lr 1e-3, cosine to 0, batch 128, 10 epochs, seed 1, no weight decay. */
+void tm_train_config_default(tm_train_config *c);
+/* The recipe of an event's reference model ("mlp_sprint", "cnn_marathon"). */
+int tm_train_config_reference(tm_train_config *c, const char *event, tm_err *err);
+/* "adam lr=0.001 cosine(min=0) batch=128 epochs=10 wd=0 seed=1" */
+void tm_train_recipe_str(const tm_train_config *c, char *buf, size_t len);
+
+/* Train m in place on train (test, if not NULL, is evaluated after every epoch); progress lines
+ * go to log (NULL: quiet); res may be NULL.  Plans m for training with cfg->batch. */
+int tm_train(tm_model *m, const tm_ctx *ctx, const tm_dataset *train, const tm_dataset *test,
+	     const tm_train_config *cfg, FILE *log, tm_train_result *res, tm_err *err);
+/* Top-1 accuracy of m over all of ds, in batches of m->max_batch (plans 256 if unplanned). */
+int tm_evaluate(tm_model *m, const tm_ctx *ctx, const tm_dataset *ds, double *accuracy,
+		tm_err *err);
 
 #endif
