@@ -1,25 +1,305 @@
 /* run_main.c: tinymlperf-run, the worker the daemon spawns and the local runner competitors
- * use.  Subcommands grow with the Events issue; this is the command-line skeleton. */
+ * use.  Subcommands are rows of a table: `cpu` prints the CPU's features, `train` rebuilds an
+ * event's reference weights from the real data (DIR/models/<event>.safetensors).  Exit codes:
+ * 0 ok, 2 bad arguments, 4 internal error (data, training or file failure); errors go to
+ * stderr as one line. */
 #include "engine.h"
 
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sysexits.h>
+#include <sys/stat.h>
+
+#define EXIT_BADARGS 2
+#define EXIT_INTERNAL 4
+
+typedef struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *args;
+	const char *help;
+} command;
+
+static int cmd_cpu(int argc, char **argv);
+static int cmd_train(int argc, char **argv);
+
+static const command commands[] = {
+	{"cpu", cmd_cpu, "", "print this CPU's features and the kernel set 'auto' picks"},
+	{"train", cmd_train, "EVENT [options]",
+	 "train EVENT's reference model (mlp_sprint, cnn_marathon) on\n"
+	 "                         Fashion-MNIST, write DIR/models/EVENT.safetensors"},
+};
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: tinymlperf-run COMMAND [options]\n\n"
-		     "commands:\n"
-		     "  cpu          print this CPU's features and the kernel set 'auto' picks\n"
-		     "  --help       print this help\n"
-		     "  --version    print the version\n");
+	fprintf(out, "usage: tinymlperf-run COMMAND [options]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		char head[64];
+		snprintf(head, sizeof(head), "%s %s", commands[i].name, commands[i].args);
+		fprintf(out, "  %-22s %s\n", head, commands[i].help);
+	}
+	fprintf(out, "  %-22s %s\n  %-22s %s\n", "--help", "print this help", "--version",
+		"print the version");
+	fprintf(out, "\ntrain options:\n"
+		     "  --data-dir DIR     data directory (TINYMLPERF_DATA_DIR, default ./var)\n"
+		     "  --dataset-dir DIR  Fashion-MNIST directory (TINYMLPERF_DATASET_DIR,\n"
+		     "                     default " TM_FMNIST_DIR ")\n"
+		     "  --seed N           initialisation and shuffling seed (default 1)\n"
+		     "  --epochs N         epochs, 1..1000 (default: the event's recipe)\n"
+		     "  --threads N        threads, 1..64 (default 2)\n"
+		     "  --kernels NAME     auto, portable, avx2, avx512 (default auto)\n"
+		     "  --out FILE         weight file (default DIR/models/EVENT.safetensors)\n");
 }
+
+static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("tinymlperf-run: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	return code;
+}
+
+// ---- cpu ----
+
+static int cmd_cpu(int argc, char **argv)
+{
+	(void)argv;
+	if (argc > 1)
+		return fail(EXIT_BADARGS, "cpu: takes no arguments (see --help)");
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	printf("model: %s\navx2: %d\nfma: %d\navx512f: %d\navx512bw: %d\navx512vl: %d\n"
+	       "avx512vnni: %d\navxvnni: %d\nkernels: %s\n", cpu.model, cpu.avx2, cpu.fma,
+	       cpu.avx512f, cpu.avx512bw, cpu.avx512vl, cpu.avx512vnni, cpu.avxvnni,
+	       tm_isa_name(tm_isa_best(&cpu)));
+	return 0;
+}
+
+// ---- train ----
+
+static bool parse_long(const char *s, long min, long max, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (end == s || *end || errno || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		return false;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*end || errno)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* mkdir -p of the directory part of path. */
+static int make_parent_dirs(const char *path)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	char *slash = strrchr(buf, '/');
+	if (!slash || slash == buf)
+		return 0;
+	*slash = 0;
+	for (char *p = buf + 1; ; p++) {
+		if (*p == '/' || *p == 0) {
+			char keep = *p;
+			*p = 0;
+			if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+				return -errno;
+			*p = keep;
+			if (!keep)
+				break;
+		}
+	}
+	return 0;
+}
+
+typedef struct train_args {
+	const char *event;
+	const char *data_dir;
+	const char *dataset_dir;
+	const char *out;
+	const char *kernels;
+	uint64_t seed;
+	long epochs;    /* 0: the recipe's */
+	long threads;
+} train_args;
+
+static int train_parse(int argc, char **argv, train_args *a)
+{
+	static const struct option longopts[] = {
+		{"data-dir", required_argument, NULL, 'd'},
+		{"dataset-dir", required_argument, NULL, 'D'},
+		{"seed", required_argument, NULL, 's'},
+		{"epochs", required_argument, NULL, 'e'},
+		{"threads", required_argument, NULL, 't'},
+		{"kernels", required_argument, NULL, 'k'},
+		{"out", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *env;
+	memset(a, 0, sizeof(*a));
+	a->data_dir = (env = getenv("TINYMLPERF_DATA_DIR")) && *env ? env : "./var";
+	a->dataset_dir = (env = getenv("TINYMLPERF_DATASET_DIR")) && *env ? env : NULL;
+	a->seed = 1;
+	a->threads = 2;
+	a->kernels = "auto";
+	optind = 1;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			a->data_dir = optarg;
+			break;
+		case 'D':
+			a->dataset_dir = optarg;
+			break;
+		case 's':
+			if (!parse_u64(optarg, &a->seed))
+				return fail(EXIT_BADARGS, "train: --seed '%s' is not an integer in "
+					    "[0, 2^64)", optarg);
+			break;
+		case 'e':
+			if (!parse_long(optarg, 1, 1000, &a->epochs))
+				return fail(EXIT_BADARGS, "train: --epochs '%s', must be in [1, 1000]",
+					    optarg);
+			break;
+		case 't':
+			if (!parse_long(optarg, 1, 64, &a->threads))
+				return fail(EXIT_BADARGS, "train: --threads '%s', must be in [1, 64]",
+					    optarg);
+			break;
+		case 'k':
+			a->kernels = optarg;
+			break;
+		case 'o':
+			a->out = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 1;
+		case ':':
+			return fail(EXIT_BADARGS, "train: option '%s' needs a value", argv[optind - 1]);
+		default:
+			return fail(EXIT_BADARGS, "train: unknown option '%s' (see --help)",
+				    argv[optind - 1]);
+		}
+	}
+	if (optind != argc - 1)
+		return fail(EXIT_BADARGS, "train: expected one EVENT (mlp_sprint, cnn_marathon), "
+			    "got %d arguments", argc - optind);
+	a->event = argv[optind];
+	return 0;
+}
+
+static int cmd_train(int argc, char **argv)
+{
+	train_args a;
+	int rc = train_parse(argc, argv, &a);
+	if (rc)
+		return rc == 1 ? 0 : rc;
+	tm_err err = {0};
+	tm_model_spec spec;
+	tm_train_config cfg;
+	if (tm_model_spec_reference(&spec, a.event, &err) < 0 ||
+	    tm_train_config_reference(&cfg, a.event, &err) < 0)
+		return fail(EXIT_BADARGS, "train: %s", err.msg);
+	cfg.seed = a.seed;
+	if (a.epochs)
+		cfg.epochs = (int)a.epochs;
+	tm_cpu cpu;
+	tm_ctx ctx = {0};
+	tm_cpu_detect(&cpu);
+	if (tm_isa_parse(a.kernels, &cpu, &ctx.isa, &err) < 0)
+		return fail(EXIT_BADARGS, "train: --kernels: %s", err.msg);
+	char out[4096];
+	if (a.out)
+		snprintf(out, sizeof(out), "%s", a.out);
+	else if (snprintf(out, sizeof(out), "%s/models/%s.safetensors", a.data_dir, a.event) >=
+		 (int)sizeof(out))
+		return fail(EXIT_BADARGS, "train: --data-dir is too long");
+
+	tm_dataset train = {0}, test = {0};
+	tm_model *m = NULL;
+	int code = EXIT_INTERNAL;
+	if (tm_fmnist_load(&train, a.dataset_dir, true, &err) < 0 ||
+	    tm_fmnist_load(&test, a.dataset_dir, false, &err) < 0) {
+		fail(EXIT_INTERNAL, "train: %s", err.msg);
+		goto out;
+	}
+	if (!(m = tm_model_new(&spec, &err))) {
+		fail(EXIT_INTERNAL, "train: %s", err.msg);
+		goto out;
+	}
+	tm_model_randomize(m, cfg.seed);
+	ctx.pool = a.threads > 1 ? tm_pool_new((int)a.threads) : NULL;
+
+	tm_model_meta meta = {.seed = cfg.seed};
+	char recipe[192];
+	tm_train_recipe_str(&cfg, recipe, sizeof(recipe));
+	snprintf(meta.recipe, sizeof(meta.recipe), "%s threads=%ld kernels=%s", recipe, a.threads,
+		 tm_isa_name(ctx.isa));
+	tm_model_print(m, stdout);
+	printf("train: event=%s train=%d test=%d recipe=\"%s\"\n", a.event, train.n, test.n,
+	       meta.recipe);
+	fflush(stdout);
+
+	tm_train_result res;
+	if (tm_train(m, &ctx, &train, &test, &cfg, stdout, &res, &err) < 0) {
+		fail(EXIT_INTERNAL, "train: %s", err.msg);
+		goto out;
+	}
+	meta.test_accuracy = res.test_accuracy;
+	meta.train_seconds = res.seconds;
+	int mk = make_parent_dirs(out);
+	if (mk < 0) {
+		fail(EXIT_INTERNAL, "train: cannot create the directory of '%s': %s", out,
+		     strerror(-mk));
+		goto out;
+	}
+	if (tm_model_save(m, out, &meta, &err) < 0) {
+		fail(EXIT_INTERNAL, "train: %s", err.msg);
+		goto out;
+	}
+	printf("result: event=%s test_accuracy=%.4f train_seconds=%.1f epochs=%d out=%s\n",
+	       a.event, res.test_accuracy, res.seconds, res.epochs, out);
+	code = 0;
+out:
+	tm_model_free(m);
+	tm_pool_free(ctx.pool);
+	tm_dataset_release(&train);
+	tm_dataset_release(&test);
+	return code;
+}
+
+// ---- main ----
 
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
 		usage(stderr);
-		return EX_USAGE;
+		return EXIT_BADARGS;
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
 		usage(stdout);
@@ -29,15 +309,8 @@ int main(int argc, char **argv)
 		printf("tinymlperf-run %s (%s)\n", TM_ENGINE_VERSION, tm_git_revision());
 		return 0;
 	}
-	if (strcmp(argv[1], "cpu") == 0) {
-		tm_cpu cpu;
-		tm_cpu_detect(&cpu);
-		printf("model: %s\navx2: %d\nfma: %d\navx512f: %d\navx512bw: %d\navx512vl: %d\n"
-		       "avx512vnni: %d\navxvnni: %d\nkernels: %s\n", cpu.model, cpu.avx2, cpu.fma,
-		       cpu.avx512f, cpu.avx512bw, cpu.avx512vl, cpu.avx512vnni, cpu.avxvnni,
-		       tm_isa_name(tm_isa_best(&cpu)));
-		return 0;
-	}
-	fprintf(stderr, "tinymlperf-run: unknown command '%s' (see --help)\n", argv[1]);
-	return EX_USAGE;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 1, argv + 1);
+	return fail(EXIT_BADARGS, "unknown command '%s' (see --help)", argv[1]);
 }
