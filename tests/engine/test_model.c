@@ -98,7 +98,7 @@ START_TEST(test_layers)
 	static const char *const mlp_ops[] = {"linear", "relu", "linear", "relu", "linear"};
 	ck_assert_int_eq(m->n_layers, 5);
 	for (int i = 0; i < 5; i++) {
-		char name[8];
+		char name[16];
 		snprintf(name, sizeof(name), "%d", i);
 		ck_assert_str_eq(m->layers[i].name, name);
 		ck_assert_str_eq(tm_op_name(m->layers[i].op), mlp_ops[i]);
