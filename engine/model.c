@@ -831,8 +831,10 @@ static int meta_float_is(const tm_st_file *f, const char *path, const char *key,
 	return 0;
 }
 
-/* The spec recorded in the file's metadata, and the preprocessing it was trained with. */
-static int spec_from_meta(const tm_st_file *f, const char *path, tm_model_spec *s, tm_err *err)
+/* The spec recorded in the file's metadata, and the preprocessing it was trained with; the
+ * family is compared with the expected one (may be NULL) before anything else. */
+static int spec_from_meta(const tm_st_file *f, const char *path, const tm_model_spec *expect,
+			  tm_model_spec *s, tm_err *err)
 {
 	const char *v = meta_need(f, path, "format", err);
 	if (!v)
@@ -858,6 +860,10 @@ static int spec_from_meta(const tm_st_file *f, const char *path, tm_model_spec *
 		return tm_err_set(err, TM_EFORMAT, "family",
 				  "model file '%s': family '%s' is not an image model (mlp, cnn)",
 				  path, v);
+	if (expect && expect->family != family)
+		return tm_err_set(err, TM_EFORMAT, "family",
+				  "model file '%s': family is '%s', expected '%s'", path,
+				  tm_family_name(family), tm_family_name(expect->family));
 	int shape[3], n, rc;
 	memset(s, 0, sizeof(*s));
 	s->family = family;
@@ -953,13 +959,8 @@ tm_model *tm_model_load(const char *path, const tm_model_spec *expect, tm_model_
 	tm_model_spec spec;
 	if (tm_st_open(&f, path, err) < 0)
 		return NULL;
-	if (spec_from_meta(f, path, &spec, err) < 0)
+	if (spec_from_meta(f, path, expect, &spec, err) < 0)
 		goto fail;
-	if (expect && expect->family != spec.family) {
-		tm_err_set(err, TM_EFORMAT, "family", "model file '%s': family is '%s', expected '%s'",
-			   path, tm_family_name(spec.family), tm_family_name(expect->family));
-		goto fail;
-	}
 	if (expect && !tm_model_spec_equal(expect, &spec)) {
 		char have[128], want[128];
 		tm_model_spec_str(&spec, have, sizeof(have));
