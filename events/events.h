@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 // ---- statistics (stats.c) ----
 /* Pure, deterministic statistics over timing samples (nanoseconds, or any unit: nothing here
@@ -184,5 +185,126 @@ void stats_plan_init(stats_plan *p, size_t min_count, double min_duration_s,
 		     double max_duration_s);
 void stats_plan_add(stats_plan *p, double seconds);
 bool stats_plan_done(const stats_plan *p);
+
+// ---- events (event.c) ----
+/* The three events as table rows (STYLE: tables over switch ladders): everything a page, the
+ * validator and the worker need to know about an event comes from here. */
+
+typedef enum ev_id {
+	EV_MLP_SPRINT = 0,
+	EV_CNN_MARATHON = 1,
+	EV_TRANSFORMER_DECATHLON = 2,
+	EV_COUNT
+} ev_id;
+
+typedef enum ev_scenario {
+	EV_SCENARIO_SINGLE_STREAM = 0,  /* one query at a time; p90 latency */
+	EV_SCENARIO_OFFLINE = 1,        /* the whole test set per pass; items per second */
+	EV_SCENARIO_GENERATION = 2,     /* greedy decoding of every held-out prompt; tokens/s */
+} ev_scenario;
+
+typedef struct ev_event {
+	ev_id id;
+	const char *name;            /* "mlp_sprint" */
+	const char *title;           /* "MLP Sprint" */
+	const char *dataset;         /* what the data is and where it comes from */
+	const char *reference;       /* the reference model in words */
+	ev_scenario scenario;
+	const char *scenario_text;   /* what one query / pass is */
+	const char *primary_metric;  /* "p90 latency per query (ns)" */
+	const char *quality_metric;  /* "top-1 accuracy on the 10k test images" */
+	double closed_gate;          /* closed division: quality >= closed_gate * reference */
+	double open_gate;            /* open division: quality >= open_gate * reference */
+} ev_event;
+
+const ev_event *ev_event_at(int i);              /* 0 <= i < EV_COUNT, else NULL */
+const ev_event *ev_event_find(const char *name); /* NULL when unknown */
+/* "mlp_sprint, cnn_marathon, transformer_decathlon", for messages. */
+const char *ev_event_names(void);
+
+// ---- config (config.c) ----
+/* Config v1 (docs/config.md, docs/config.schema.json): parsed with cJSON and validated
+ * completely before anything runs.  Every problem is reported, not just the first, each with
+ * the field's path, the value and the allowed range. */
+
+#define CFG_MAX_ERRORS 32
+#define CFG_MAX_BYTES (256 * 1024)   /* a config document larger than this is refused */
+
+typedef struct cfg_error {
+	char field[96];   /* "optimize.prune.sparsity"; "" for the document itself */
+	char msg[320];    /* "'optimize.prune.sparsity' is 1.5, must be in [0, 0.99]" */
+} cfg_error;
+
+typedef struct cfg_errors {
+	int n;                         /* errors recorded (at most CFG_MAX_ERRORS) */
+	int dropped;                   /* errors past the cap, counted only */
+	bool over_limit;               /* at least one error is a resource limit (exit code 3) */
+	cfg_error e[CFG_MAX_ERRORS];
+} cfg_errors;
+
+/* Resource limits checked before anything runs; the daemon can lower them. */
+typedef struct cfg_limits {
+	int64_t max_params;            /* parameters of the model */
+	int64_t max_flops;             /* FLOPs per inference (one image, or one token) */
+	int64_t max_memory_bytes;      /* estimated peak memory of the worker */
+	double max_train_minutes;      /* training budget of the open division */
+} cfg_limits;
+
+void cfg_limits_default(cfg_limits *lim);
+
+typedef enum cfg_calibration { CFG_CALIB_MINMAX = 0, CFG_CALIB_PERCENTILE = 1 } cfg_calibration;
+typedef enum cfg_optimizer { CFG_OPT_SGD = 0, CFG_OPT_ADAM = 1, CFG_OPT_ADAMW = 2 } cfg_optimizer;
+
+typedef struct cfg_config {
+	const ev_event *event;
+	bool open;                     /* division: open (true) or closed */
+	char name[72];                 /* entry name, 0..64 bytes of UTF-8, shown verbatim */
+
+	/* model (open division; closed uses the reference) */
+	int n_hidden;                  /* MLP */
+	int hidden[8];
+	int c1, c2;                    /* CNN channels */
+	int context, d_model, heads, layers, ffn;  /* transformer */
+
+	/* train (open division) */
+	int epochs;
+	double lr;
+	int batch;
+	int64_t seed;
+	cfg_optimizer optimizer;
+	double train_minutes;          /* transformer wall-clock budget */
+
+	/* optimize */
+	char kernels[16];              /* auto, portable, avx2, avx512 */
+	int threads;
+	bool quantize;
+	bool per_channel;              /* granularity per_channel (true) or per_tensor */
+	int calibration_samples;
+	cfg_calibration calibration;
+	double calibration_percentile; /* percentile calibration: e.g. 99.99 */
+	bool prune;
+	double sparsity;               /* fraction of weights (or neurons/filters/heads) removed */
+	bool structured;
+	bool prune_global;             /* unstructured: one global threshold instead of per layer */
+	int finetune_epochs;
+	bool kv_cache;
+
+	int batch_size;                /* CNN Marathon: images per batch */
+
+	/* derived by the validator */
+	int64_t params;                /* parameters of the model before optimization */
+	int64_t flops;                 /* FLOPs per inference */
+	int64_t memory_bytes;          /* estimated peak memory */
+} cfg_config;
+
+/* Parse and validate json (len bytes, need not be NUL-terminated).  Returns 0, TM_EINVAL
+ * (errors in errs) or TM_ELIMIT (a resource limit; errs->over_limit).  lim may be NULL for
+ * the defaults. */
+int cfg_parse(const char *json, size_t len, const cfg_limits *lim, cfg_config *out,
+	      cfg_errors *errs);
+/* Defaults for an event (the closed-division baseline-equivalent config). */
+void cfg_defaults(cfg_config *c, const ev_event *ev);
+/* One message per line ("field: message"), for stderr and tests. */
+void cfg_errors_print(const cfg_errors *errs, FILE *out);
 
 #endif

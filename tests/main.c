@@ -17,6 +17,7 @@ static const suite_fn suites[] = {
 	train_suite,
 	transformer_suite,
 	stats_suite,
+	config_suite,
 	opts_suite,
 	db_suite,
 	sha256_suite,

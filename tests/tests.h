@@ -21,6 +21,7 @@ Suite *model_suite(void);
 Suite *train_suite(void);
 Suite *transformer_suite(void);
 Suite *stats_suite(void);
+Suite *config_suite(void);
 Suite *opts_suite(void);
 Suite *db_suite(void);
 Suite *sha256_suite(void);
