@@ -93,6 +93,7 @@ TEST_OBJS += tests/server/test_db.o
 TEST_OBJS += tests/server/test_sha256.o
 TEST_OBJS += tests/integration/test_health.o
 TEST_OBJS += tests/integration/test_teams.o
+TEST_OBJS += tests/integration/test_api.o
 
 BENCH_OBJS += bench/bench.o
 BENCH_OBJS += bench/peak.o

@@ -2,6 +2,7 @@
  * the application state (srv_app) and fill an http_reply. */
 #include "server.h"
 #include "engine.h"
+#include "events.h"
 
 #include <cjson/cJSON.h>
 #include <string.h>
@@ -201,9 +202,87 @@ static void api_healthz(void *app_, const http_request *req, http_reply *rep)
 	cJSON_Delete(root);
 }
 
+// ---- events and validation ----
+
+static void api_events(void *app_, const http_request *req, http_reply *rep)
+{
+	(void)app_;
+	(void)req;
+	static const char *const scenarios[] = { "single_stream", "offline", "generation" };
+	cJSON *arr = cJSON_CreateArray();
+	for (int i = 0; i < EV_COUNT; i++) {
+		const ev_event *e = ev_event_at(i);
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "id", e->name);
+		cJSON_AddStringToObject(o, "title", e->title);
+		cJSON_AddStringToObject(o, "dataset", e->dataset);
+		cJSON_AddStringToObject(o, "reference", e->reference);
+		cJSON_AddStringToObject(o, "scenario", scenarios[e->scenario]);
+		cJSON_AddStringToObject(o, "scenario_text", e->scenario_text);
+		cJSON_AddStringToObject(o, "primary_metric", e->primary_metric);
+		cJSON_AddStringToObject(o, "quality_metric", e->quality_metric);
+		cJSON *gate = cJSON_AddObjectToObject(o, "quality_gate");
+		cJSON_AddNumberToObject(gate, "closed", e->closed_gate);
+		cJSON_AddNumberToObject(gate, "open", e->open_gate);
+		cJSON_AddItemToArray(arr, o);
+	}
+	cJSON *root = cJSON_CreateObject();
+	cJSON_AddItemToObject(root, "events", arr);
+	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));
+	cJSON_Delete(root);
+}
+
+/* The config errors as {"valid":false,"errors":[{field,message}...]}. */
+static cJSON *api_config_errors_json(const cfg_errors *errs)
+{
+	cJSON *root = cJSON_CreateObject();
+	cJSON_AddBoolToObject(root, "valid", false);
+	cJSON_AddBoolToObject(root, "over_limit", errs->over_limit);
+	cJSON *arr = cJSON_AddArrayToObject(root, "errors");
+	for (int i = 0; i < errs->n; i++) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "field", errs->e[i].field);
+		cJSON_AddStringToObject(o, "message", errs->e[i].msg);
+		cJSON_AddItemToArray(arr, o);
+	}
+	if (errs->dropped)
+		cJSON_AddNumberToObject(root, "more_errors", errs->dropped);
+	return root;
+}
+
+static void api_validate(void *app_, const http_request *req, http_reply *rep)
+{
+	(void)app_;
+	if (!utf8_valid(req->body, req->body_len)) {
+		http_reply_error(rep, 400, "invalid_utf8", NULL, "the request body is not valid UTF-8");
+		return;
+	}
+	cfg_config c;
+	cfg_errors errs;
+	int rc = cfg_parse(req->body, req->body_len, NULL, &c, &errs);
+	cJSON *root;
+	if (rc == 0) {
+		root = cJSON_CreateObject();
+		cJSON_AddBoolToObject(root, "valid", true);
+		cJSON_AddStringToObject(root, "event", c.event->name);
+		cJSON_AddStringToObject(root, "division", c.open ? "open" : "closed");
+		cJSON *est = cJSON_AddObjectToObject(root, "estimates");
+		cJSON_AddNumberToObject(est, "params", (double)c.params);
+		cJSON_AddNumberToObject(est, "flops_per_inference", (double)c.flops);
+		cJSON_AddNumberToObject(est, "memory_bytes", (double)c.memory_bytes);
+	} else {
+		root = api_config_errors_json(&errs);
+	}
+	/* 200 either way: validating is the request, the verdict is the answer. */
+	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));
+	cJSON_Delete(root);
+}
+
 const http_route api_routes[] = {
 	{ "GET", "/healthz", api_healthz },
 	{ "GET", "/api/v1/healthz", api_healthz },
 	{ "POST", "/api/v1/teams", api_team_create },
+	{ "GET", "/api/v1/events", api_events },
+	{ "POST", "/api/v1/validate", api_validate },
 };
 const size_t api_n_routes = sizeof(api_routes) / sizeof(api_routes[0]);

@@ -23,6 +23,7 @@ static const suite_fn suites[] = {
 	sha256_suite,
 	health_suite,
 	teams_suite,
+	api_suite,
 };
 
 int main(void)

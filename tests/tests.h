@@ -27,6 +27,7 @@ Suite *db_suite(void);
 Suite *sha256_suite(void);
 Suite *health_suite(void);
 Suite *teams_suite(void);
+Suite *api_suite(void);
 
 // ---- helpers (util.c) ----
 
