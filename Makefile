@@ -66,6 +66,7 @@ ENGINE_OBJS += engine/train.o
 EVENTS_OBJS += events/stats.o
 EVENTS_OBJS += events/event.o
 EVENTS_OBJS += events/config.o
+EVENTS_OBJS += events/harness.o
 
 SERVER_OBJS += server/opts.o
 SERVER_OBJS += server/log.o
@@ -88,6 +89,7 @@ TEST_OBJS += tests/engine/test_train.o
 TEST_OBJS += tests/engine/test_transformer.o
 TEST_OBJS += tests/events/test_stats.o
 TEST_OBJS += tests/events/test_config.o
+TEST_OBJS += tests/events/test_harness.o
 TEST_OBJS += tests/server/test_opts.o
 TEST_OBJS += tests/server/test_db.o
 TEST_OBJS += tests/server/test_sha256.o

@@ -5,14 +5,15 @@
  * the ctx's pool along images, output-channel blocks or (sequence, head) pairs; the split never
  * changes what a single output element's arithmetic is, so results do not depend on the thread
  * count.  GEMMs issued from inside a task run single-threaded (the pool is not re-entrant).
- * The exponentials of attention and GELU run through the kernel set of ctx->isa (ops_int.h);
- * the functions without a ctx are the portable reference. */
+ * Attention's row loops and GELU run through the kernel set of ctx->isa (ops_int.h); the
+ * functions without a ctx are the portable reference. */
 #include "engine.h"
 #include "ops_int.h"
 
 #include <assert.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 // ---- helpers ----
@@ -80,18 +81,26 @@ static void split_range(int units, int nslots, int j, int *lo, int *hi)
 	*hi = (int)((int64_t)units * (j + 1) / nslots);
 }
 
-static inline float gelu_tanh(float x)
+/* GELU, tanh approximation, evaluated as x * sigmoid(2u) = 0.5 x (1 + tanh(u)) with
+ * u = sqrt(2/pi) (x + 0.044715 x^3): the same function, without the cancellation of
+ * 1 + tanh(u) for negative x, and one expf instead of a tanhf. */
+static inline float gelu_gate(float x)
 {
-	const float k0 = 0.7978845608028654f; /* sqrt(2/pi) */
-	return 0.5f * x * (1.0f + tanhf(k0 * (x + 0.044715f * x * x * x)));
+	const float k2 = 1.5957691216057308f; /* 2 sqrt(2/pi) */
+	return 1.0f / (1.0f + expf(-k2 * x * (1.0f + 0.044715f * x * x)));
 }
 
+static inline float gelu_tanh(float x)
+{
+	return x * gelu_gate(x);
+}
+
+/* GELU'(x) = s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2), s = sigmoid(2u). */
 static inline float gelu_tanh_grad(float x)
 {
-	const float k0 = 0.7978845608028654f;
-	float x2 = x * x;
-	float th = tanhf(k0 * (x + 0.044715f * x2 * x));
-	return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * k0 * (1.0f + 3.0f * 0.044715f * x2);
+	const float k2 = 1.5957691216057308f;
+	float s = gelu_gate(x);
+	return s + x * s * (1.0f - s) * k2 * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
 /* row[j] = exp(row[j] - mx) for j < len; returns the sum. */
@@ -118,7 +127,70 @@ static void gelu_backward_portable(size_t len, const float *x, const float *dy, 
 		dx[i] = dy[i] * gelu_tanh_grad(x[i]);
 }
 
+static void dot_cols_portable(int hd, const float *q, const float *kt, ptrdiff_t ldkt, int n,
+			      float scale, float *s)
+{
+	for (int j = 0; j < n; j++)
+		s[j] = 0.0f;
+	for (int c = 0; c < hd; c++) {
+		const float *r = kt + (size_t)c * ldkt;
+		float qc = q[c];
+		for (int j = 0; j < n; j++)
+			s[j] += qc * r[j];
+	}
+	for (int j = 0; j < n; j++)
+		s[j] *= scale;
+}
+
+static void axpy_rows_portable(int n, const float *p, const float *rows, ptrdiff_t ld, int hd,
+			       float *out)
+{
+	for (int c = 0; c < hd; c++)
+		out[c] = 0.0f;
+	for (int j = 0; j < n; j++) {
+		const float *r = rows + (size_t)j * ld;
+		float pj = p[j];
+		for (int c = 0; c < hd; c++)
+			out[c] += pj * r[c];
+	}
+}
+
+static void rank1_rows_portable(int n, const float *a, const float *x, int hd, float *rows,
+				ptrdiff_t ld)
+{
+	for (int j = 0; j < n; j++) {
+		float *r = rows + (size_t)j * ld;
+		float aj = a[j];
+		for (int c = 0; c < hd; c++)
+			r[c] += aj * x[c];
+	}
+}
+
+static void softmax_row_portable(float *s, int n)
+{
+	float mx = -INFINITY;
+	for (int j = 0; j < n; j++)
+		mx = s[j] > mx ? s[j] : mx;
+	float inv = 1.0f / exp_shift_sum_portable(s, n, mx);
+	for (int j = 0; j < n; j++)
+		s[j] *= inv;
+}
+
+static void softmax_grad_row_portable(int n, const float *p, float *dp, float scale)
+{
+	float dot = 0.0f;
+	for (int j = 0; j < n; j++)
+		dot += p[j] * dp[j];
+	for (int j = 0; j < n; j++)
+		dp[j] = scale * p[j] * (dp[j] - dot);
+}
+
 static const ops_kernels ops_portable = {
+	.softmax_row = softmax_row_portable,
+	.softmax_grad_row = softmax_grad_row_portable,
+	.dot_cols = dot_cols_portable,
+	.axpy_rows = axpy_rows_portable,
+	.rank1_rows = rank1_rows_portable,
 	.exp_shift_sum = exp_shift_sum_portable,
 	.gelu_forward = gelu_forward_portable,
 	.gelu_backward = gelu_backward_portable,
@@ -503,14 +575,9 @@ void tm_softmax_forward(int rows, int d, const float *x, float *y)
 	for (int r = 0; r < rows; r++) {
 		const float *xr = x + (size_t)r * d;
 		float *yr = y + (size_t)r * d;
-		float mx = -INFINITY;
-		for (int j = 0; j < d; j++)
-			mx = xr[j] > mx ? xr[j] : mx;
 		if (yr != xr)
 			memcpy(yr, xr, sizeof(float) * (size_t)d);
-		float inv = 1.0f / exp_shift_sum_portable(yr, d, mx);
-		for (int j = 0; j < d; j++)
-			yr[j] *= inv;
+		softmax_row_portable(yr, d);
 	}
 }
 
@@ -547,49 +614,106 @@ void tm_embedding_backward(int n, int d, const int32_t *tok, const int32_t *pos,
 }
 
 // ---- attention ----
+/* Row by row over one (sequence, head): scores for the attended columns only (causal, and
+ * from the start of the row's segment), softmax, then sum p * V; backward likewise with rank-1
+ * updates of dK and dV.  The dot products run over columns of K^T (or V^T), copied once per
+ * head, so every kernel is a run of vector FMAs along one contiguous axis. */
+
+/* Attended range of each position: j0[i] is the first j with seg[j] == seg[i]; holes[i] says
+ * some j in [j0[i], i] belongs to another segment (ids reused out of order), so the range
+ * must still be masked entry by entry. */
+typedef struct attn_rows {
+	int32_t *j0;     /* (b, t) */
+	uint8_t *holes;  /* (b, t) */
+} attn_rows;
+
+static void attn_rows_init(attn_rows *r, int b, int t, const int32_t *seg)
+{
+	r->j0 = NULL;
+	r->holes = NULL;
+	if (!seg)
+		return;
+	r->j0 = tm_xmalloc(sizeof(int32_t) * (size_t)b * t);
+	r->holes = tm_xmalloc((size_t)b * t);
+	for (int bi = 0; bi < b; bi++) {
+		const int32_t *sg = seg + (size_t)bi * t;
+		int32_t *j0 = r->j0 + (size_t)bi * t;
+		uint8_t *holes = r->holes + (size_t)bi * t;
+		for (int i = 0; i < t; i++) {
+			if (i > 0 && sg[i] == sg[i - 1]) {
+				j0[i] = j0[i - 1];
+				holes[i] = holes[i - 1];
+				continue;
+			}
+			int first = 0;
+			while (sg[first] != sg[i])
+				first++;
+			j0[i] = first;
+			holes[i] = 0;
+			for (int j = first; j < i; j++)
+				if (sg[j] != sg[i])
+					holes[i] = 1;
+		}
+	}
+}
+
+static void attn_rows_release(attn_rows *r)
+{
+	free(r->j0);
+	free(r->holes);
+}
 
 typedef struct attn_job {
-	const tm_ctx *ctx;
+	const ops_kernels *kern;
 	int b, t, d, n_head;
 	const float *qkv;
 	const int32_t *seg;
+	attn_rows rows;
 	float *att;          /* forward: probabilities; backward: read */
 	const float *dout;
 	float *out, *dqkv, *scratch;
 } attn_job;
 
+/* xt (cols, rows) = x (rows, cols) read with leading dimension ld. */
+static void transpose_to(int rows, int cols, const float *x, size_t ld, float *xt)
+{
+	for (int c = 0; c < cols; c++)
+		for (int j = 0; j < rows; j++)
+			xt[(size_t)c * rows + j] = x[(size_t)j * ld + c];
+}
+
 static void attn_fwd_task(void *arg, int u)
 {
 	attn_job *a = arg;
-	tm_ctx solo = ctx_solo(a->ctx);
-	const ops_kernels *kern = ops_for(solo.isa);
+	const ops_kernels *kern = a->kern;
 	int t = a->t, d = a->d, hd = d / a->n_head;
+	size_t ld = (size_t)3 * d;
 	int bi = u / a->n_head, h = u % a->n_head;
-	const float *q = a->qkv + (size_t)bi * t * 3 * d + (size_t)h * hd;
+	const float *q = a->qkv + (size_t)bi * t * ld + (size_t)h * hd;
 	const float *k = q + d, *v = q + 2 * d;
 	const int32_t *seg = a->seg ? a->seg + (size_t)bi * t : NULL;
-	float *s = a->att + (size_t)u * t * t;
+	const int32_t *j0s = a->rows.j0 ? a->rows.j0 + (size_t)bi * t : NULL;
+	const uint8_t *holes = a->rows.holes ? a->rows.holes + (size_t)bi * t : NULL;
+	float *att = a->att + (size_t)u * t * t;
+	float *out = a->out + (size_t)bi * t * d + (size_t)h * hd;
 	float scale = 1.0f / sqrtf((float)hd);
+	float *kt = tm_xmalloc(sizeof(float) * (size_t)hd * t);
 
-	tm_sgemm(&solo, false, true, t, t, hd, scale, q, 3 * d, k, 3 * d, 0.0f, s, t);
+	transpose_to(t, hd, k, ld, kt);
 	for (int i = 0; i < t; i++) {
-		float *row = s + (size_t)i * t;
-		/* Masked entries (j > i, or another segment) become exactly 0. */
-		float mx = -INFINITY;
-		for (int j = 0; j <= i; j++) {
-			if (seg && seg[j] != seg[i])
-				row[j] = -INFINITY;
-			else if (row[j] > mx)
-				mx = row[j];
-		}
-		float inv = 1.0f / kern->exp_shift_sum(row, i + 1, mx);
-		for (int j = 0; j <= i; j++)
-			row[j] *= inv;
-		for (int j = i + 1; j < t; j++)
-			row[j] = 0.0f;
+		int j0 = j0s ? j0s[i] : 0, n = i - j0 + 1;
+		float *row = att + (size_t)i * t, *s = row + j0;
+		kern->dot_cols(hd, q + (size_t)i * ld, kt + j0, t, n, scale, s);
+		if (holes && holes[i])
+			for (int j = 0; j < n; j++)
+				if (seg[j0 + j] != seg[i])
+					s[j] = -INFINITY;
+		kern->softmax_row(s, n);
+		memset(row, 0, sizeof(float) * (size_t)j0);
+		memset(row + i + 1, 0, sizeof(float) * (size_t)(t - i - 1));
+		kern->axpy_rows(n, s, v + (size_t)j0 * ld, (ptrdiff_t)ld, hd, out + (size_t)i * d);
 	}
-	tm_sgemm(&solo, false, false, t, hd, t, 1.0f, s, t, v, 3 * d, 0.0f,
-		 a->out + (size_t)bi * t * d + (size_t)h * hd, d);
+	free(kt);
 }
 
 void tm_attention_forward(const tm_ctx *ctx, int b, int t, int d, int n_head,
@@ -598,9 +722,11 @@ void tm_attention_forward(const tm_ctx *ctx, int b, int t, int d, int n_head,
 	if (b <= 0 || t <= 0 || n_head <= 0 || d <= 0)
 		return;
 	assert(d % n_head == 0 && att);
-	attn_job a = { .ctx = ctx, .b = b, .t = t, .d = d, .n_head = n_head, .qkv = qkv,
-		       .seg = seg, .att = att, .out = out };
+	attn_job a = { .kern = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .b = b, .t = t, .d = d,
+		       .n_head = n_head, .qkv = qkv, .seg = seg, .att = att, .out = out };
+	attn_rows_init(&a.rows, b, t, seg);
 	tm_pool_run(ctx_pool(ctx), b * n_head, attn_fwd_task, &a);
+	attn_rows_release(&a.rows);
 }
 
 size_t tm_attention_scratch_floats(int b, int t, int n_head)
@@ -613,46 +739,56 @@ size_t tm_attention_scratch_floats(int b, int t, int n_head)
 static void attn_bwd_task(void *arg, int u)
 {
 	attn_job *a = arg;
-	tm_ctx solo = ctx_solo(a->ctx);
+	const ops_kernels *kern = a->kern;
 	int t = a->t, d = a->d, hd = d / a->n_head;
+	size_t ld = (size_t)3 * d;
 	int bi = u / a->n_head, h = u % a->n_head;
-	size_t off = (size_t)bi * t * 3 * d + (size_t)h * hd;
+	size_t off = (size_t)bi * t * ld + (size_t)h * hd;
 	const float *q = a->qkv + off, *k = q + d, *v = q + 2 * d;
 	float *dq = a->dqkv + off, *dk = dq + d, *dv = dq + 2 * d;
 	const float *p = a->att + (size_t)u * t * t;
 	const float *dout = a->dout + (size_t)bi * t * d + (size_t)h * hd;
-	float *ds = a->scratch + (size_t)u * t * t;
+	const int32_t *j0s = a->rows.j0 ? a->rows.j0 + (size_t)bi * t : NULL;
 	float scale = 1.0f / sqrtf((float)hd);
+	/* V^T and one row of dP: in this head's scratch when it is big enough (t > hd). */
+	size_t need = (size_t)(hd + 1) * t;
+	float *work = need <= (size_t)t * t ? a->scratch + (size_t)u * t * t
+					    : tm_xmalloc(sizeof(float) * need);
+	float *vt = work, *dp = work + (size_t)hd * t;
 
-	tm_sgemm(&solo, true, false, t, hd, t, 1.0f, p, t, dout, d, 0.0f, dv, 3 * d);
-	tm_sgemm(&solo, false, true, t, t, hd, 1.0f, dout, d, v, 3 * d, 0.0f, ds, t);
-	/* Softmax backward row by row: ds = p * (dp - sum(dp * p)); masked p are 0. */
-	for (int i = 0; i < t; i++) {
-		const float *pr = p + (size_t)i * t;
-		float *dr = ds + (size_t)i * t;
-		float dot = 0.0f;
-		for (int j = 0; j <= i; j++)
-			dot += pr[j] * dr[j];
-		for (int j = 0; j <= i; j++)
-			dr[j] = pr[j] * (dr[j] - dot);
-		for (int j = i + 1; j < t; j++)
-			dr[j] = 0.0f;
+	transpose_to(t, hd, v, ld, vt);
+	for (int j = 0; j < t; j++) {
+		memset(dk + (size_t)j * ld, 0, sizeof(float) * (size_t)hd);
+		memset(dv + (size_t)j * ld, 0, sizeof(float) * (size_t)hd);
 	}
-	tm_sgemm(&solo, false, false, t, hd, t, scale, ds, t, k, 3 * d, 0.0f, dq, 3 * d);
-	tm_sgemm(&solo, true, false, t, hd, t, scale, ds, t, q, 3 * d, 0.0f, dk, 3 * d);
+	for (int i = 0; i < t; i++) {
+		int j0 = j0s ? j0s[i] : 0, n = i - j0 + 1;
+		const float *pr = p + (size_t)i * t + j0;
+		const float *go = dout + (size_t)i * d;
+		/* dP = dO V^T; dS = P * (dP - sum(P * dP)), scaled for dQ and dK; masked P are 0 */
+		kern->dot_cols(hd, go, vt + j0, t, n, 1.0f, dp);
+		kern->softmax_grad_row(n, pr, dp, scale);
+		kern->rank1_rows(n, pr, go, hd, dv + (size_t)j0 * ld, (ptrdiff_t)ld);
+		kern->axpy_rows(n, dp, k + (size_t)j0 * ld, (ptrdiff_t)ld, hd, dq + (size_t)i * ld);
+		kern->rank1_rows(n, dp, q + (size_t)i * ld, hd, dk + (size_t)j0 * ld, (ptrdiff_t)ld);
+	}
+	if (work != a->scratch + (size_t)u * t * t)
+		free(work);
 }
 
 void tm_attention_backward(const tm_ctx *ctx, int b, int t, int d, int n_head,
 			   const float *qkv, const int32_t *seg, const float *att,
 			   const float *dout, float *dqkv, float *scratch)
 {
-	(void)seg; /* the mask is already in att: masked probabilities are exactly 0 */
 	if (b <= 0 || t <= 0 || n_head <= 0 || d <= 0)
 		return;
 	assert(d % n_head == 0 && scratch);
-	attn_job a = { .ctx = ctx, .b = b, .t = t, .d = d, .n_head = n_head, .qkv = qkv,
-		       .att = (float *)att, .dout = dout, .dqkv = dqkv, .scratch = scratch };
+	attn_job a = { .kern = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .b = b, .t = t, .d = d,
+		       .n_head = n_head, .qkv = qkv, .seg = seg, .att = (float *)att, .dout = dout,
+		       .dqkv = dqkv, .scratch = scratch };
+	attn_rows_init(&a.rows, b, t, seg);
 	tm_pool_run(ctx_pool(ctx), b * n_head, attn_bwd_task, &a);
+	attn_rows_release(&a.rows);
 }
 
 // ---- cross-entropy ----

@@ -1,11 +1,13 @@
 /* ops_avx2.c: the AVX2 + FMA row of ops_kernels (ops_int.h): an 8-lane exp (range reduction by
  * ln 2 split in two, a degree-7 polynomial, the exponent added as an integer), softmax-row
- * exponentials with their sum, and GELU written as x * sigmoid(2u) so no tanh is needed.
- * Tails use masked loads and stores.  Built with the SIMD_AVX2 flags only; ops.c calls it only
- * when ctx->isa says the CPU has AVX2 and FMA. */
+ * exponentials with their sum, GELU written as x * sigmoid(2u) so no tanh is needed, and the
+ * attention row primitives.  Tails use masked loads and stores (which never touch memory past
+ * the end).  Built with the SIMD_AVX2 flags only; ops.c calls it only when ctx->isa says the
+ * CPU has AVX2 and FMA. */
 #include "ops_int.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 
 // ---- helpers ----
@@ -17,12 +19,97 @@ static inline __m256i tail_mask(size_t n)
 	return _mm256_loadu_si256((const __m256i *)(bits + 8 - n));
 }
 
+/* The first min(n, 8) floats; only a real tail is masked, because a masked store does not
+ * forward to a later load of the same address and stalls it. */
+static inline __m256 ld8(const float *p, int n)
+{
+	return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask((size_t)n));
+}
+
+static inline void st8(float *p, int n, __m256 v)
+{
+	if (n >= 8)
+		_mm256_storeu_ps(p, v);
+	else
+		_mm256_maskstore_ps(p, tail_mask((size_t)n), v);
+}
+
 static inline float hsum8(__m256 v)
 {
 	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
 	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
 	s = _mm_add_ss(s, _mm_movehdup_ps(s));
 	return _mm_cvtss_f32(s);
+}
+
+// ---- attention rows ----
+
+static void dot_cols_avx2(int hd, const float *q, const float *kt, ptrdiff_t ldkt, int n,
+			  float scale, float *s)
+{
+	__m256 sc = _mm256_set1_ps(scale);
+	int j = 0;
+	for (; j + 32 <= n; j += 32) {
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		for (int c = 0; c < hd; c++) {
+			const float *r = kt + (size_t)c * ldkt + j;
+			__m256 qc = _mm256_set1_ps(q[c]);
+			a0 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r), a0);
+			a1 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r + 8), a1);
+			a2 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r + 16), a2);
+			a3 = _mm256_fmadd_ps(qc, _mm256_loadu_ps(r + 24), a3);
+		}
+		_mm256_storeu_ps(s + j, _mm256_mul_ps(a0, sc));
+		_mm256_storeu_ps(s + j + 8, _mm256_mul_ps(a1, sc));
+		_mm256_storeu_ps(s + j + 16, _mm256_mul_ps(a2, sc));
+		_mm256_storeu_ps(s + j + 24, _mm256_mul_ps(a3, sc));
+	}
+	for (; j < n; j += 8) {
+		/* short rows: two chains over c halve the FMA latency */
+		int w = n - j;
+		__m256 a = _mm256_setzero_ps(), b = a;
+		const float *r = kt + j;
+		int c = 0;
+		for (; c + 2 <= hd; c += 2, r += 2 * ldkt) {
+			a = _mm256_fmadd_ps(_mm256_set1_ps(q[c]), ld8(r, w), a);
+			b = _mm256_fmadd_ps(_mm256_set1_ps(q[c + 1]), ld8(r + ldkt, w), b);
+		}
+		if (c < hd)
+			a = _mm256_fmadd_ps(_mm256_set1_ps(q[c]), ld8(r, w), a);
+		st8(s + j, w, _mm256_mul_ps(_mm256_add_ps(a, b), sc));
+	}
+}
+
+static void axpy_rows_avx2(int n, const float *p, const float *rows, ptrdiff_t ld, int hd,
+			   float *out)
+{
+	for (int c = 0; c < hd; c += 8) {
+		int w = hd - c;
+		const float *r = rows + c;
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		int j = 0;
+		for (; j + 4 <= n; j += 4, r += 4 * ld) {
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), ld8(r, w), a0);
+			a1 = _mm256_fmadd_ps(_mm256_set1_ps(p[j + 1]), ld8(r + ld, w), a1);
+			a2 = _mm256_fmadd_ps(_mm256_set1_ps(p[j + 2]), ld8(r + 2 * ld, w), a2);
+			a3 = _mm256_fmadd_ps(_mm256_set1_ps(p[j + 3]), ld8(r + 3 * ld, w), a3);
+		}
+		for (; j < n; j++, r += ld)
+			a0 = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), ld8(r, w), a0);
+		st8(out + c, w, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+	}
+}
+
+static void rank1_rows_avx2(int n, const float *a, const float *x, int hd, float *rows,
+			    ptrdiff_t ld)
+{
+	for (int c = 0; c < hd; c += 8) {
+		int w = hd - c;
+		__m256 xv = ld8(x + c, w);
+		float *r = rows + c;
+		for (int j = 0; j < n; j++, r += ld)
+			st8(r, w, _mm256_fmadd_ps(_mm256_set1_ps(a[j]), xv, ld8(r, w)));
+	}
 }
 
 // ---- exp ----
@@ -66,6 +153,39 @@ static float exp_shift_sum_avx2(float *row, int len, float mx)
 		acc = _mm256_add_ps(acc, e);
 	}
 	return hsum8(acc);
+}
+
+static inline float hmax8(__m256 v)
+{
+	__m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+	m = _mm_max_ss(m, _mm_movehdup_ps(m));
+	return _mm_cvtss_f32(m);
+}
+
+static void softmax_row_avx2(float *s, int n)
+{
+	__m256 ninf = _mm256_set1_ps(-INFINITY), m = ninf;
+	for (int j = 0; j < n; j += 8) {
+		__m256i k = tail_mask(n - j >= 8 ? 8 : (size_t)(n - j));
+		m = _mm256_max_ps(m, _mm256_blendv_ps(ninf, ld8(s + j, n - j), _mm256_castsi256_ps(k)));
+	}
+	float inv = 1.0f / exp_shift_sum_avx2(s, n, hmax8(m));
+	__m256 iv = _mm256_set1_ps(inv);
+	for (int j = 0; j < n; j += 8)
+		st8(s + j, n - j, _mm256_mul_ps(ld8(s + j, n - j), iv));
+}
+
+static void softmax_grad_row_avx2(int n, const float *p, float *dp, float scale)
+{
+	__m256 acc = _mm256_setzero_ps();
+	for (int j = 0; j < n; j += 8)
+		acc = _mm256_fmadd_ps(ld8(p + j, n - j), ld8(dp + j, n - j), acc);
+	__m256 dot = _mm256_set1_ps(hsum8(acc)), sc = _mm256_set1_ps(scale);
+	for (int j = 0; j < n; j += 8) {
+		__m256 pv = _mm256_mul_ps(ld8(p + j, n - j), sc);
+		st8(dp + j, n - j, _mm256_mul_ps(pv, _mm256_sub_ps(ld8(dp + j, n - j), dot)));
+	}
 }
 
 // ---- GELU ----
@@ -122,6 +242,11 @@ static void gelu_backward_avx2(size_t len, const float *x, const float *dy, floa
 // ---- kernel set ----
 
 const ops_kernels tm_ops_avx2 = {
+	.softmax_row = softmax_row_avx2,
+	.softmax_grad_row = softmax_grad_row_avx2,
+	.dot_cols = dot_cols_avx2,
+	.axpy_rows = axpy_rows_avx2,
+	.rank1_rows = rank1_rows_avx2,
 	.exp_shift_sum = exp_shift_sum_avx2,
 	.gelu_forward = gelu_forward_avx2,
 	.gelu_backward = gelu_backward_avx2,

@@ -1,11 +1,104 @@
 /* ops_avx512.c: the AVX-512 row of ops_kernels (ops_int.h): a 16-lane exp (range reduction by
  * ln 2 split in two, a degree-7 polynomial, the exponent added as an integer), softmax-row
- * exponentials with their sum, and GELU written as x * sigmoid(2u) so no tanh is needed.
- * Tails use masked loads and stores.  Built with the SIMD_AVX512 flags only; ops.c calls it
+ * exponentials with their sum, GELU written as x * sigmoid(2u) so no tanh is needed, and the
+ * attention row primitives.  Tails use masked loads and stores (which never touch memory past
+ * the end).  Built with the SIMD_AVX512 flags only; ops.c calls it
  * only when ctx->isa says the CPU has AVX-512. */
 #include "ops_int.h"
 
 #include <immintrin.h>
+#include <math.h>
+
+static inline __mmask16 lanes(int n)
+{
+	return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+/* The first min(n, 16) floats; only a real tail is masked, because a masked store does not
+ * forward to a later load of the same address and stalls it. */
+static inline __m512 ld16(const float *p, int n)
+{
+	return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes(n), p);
+}
+
+static inline void st16(float *p, int n, __m512 v)
+{
+	if (n >= 16)
+		_mm512_storeu_ps(p, v);
+	else
+		_mm512_mask_storeu_ps(p, lanes(n), v);
+}
+
+// ---- attention rows ----
+
+/* Four column blocks of 16 at a time for independent FMA chains, then single blocks. */
+static void dot_cols_avx512(int hd, const float *q, const float *kt, ptrdiff_t ldkt, int n,
+			    float scale, float *s)
+{
+	__m512 sc = _mm512_set1_ps(scale);
+	int j = 0;
+	for (; j + 64 <= n; j += 64) {
+		__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		for (int c = 0; c < hd; c++) {
+			const float *r = kt + (size_t)c * ldkt + j;
+			__m512 qc = _mm512_set1_ps(q[c]);
+			a0 = _mm512_fmadd_ps(qc, _mm512_loadu_ps(r), a0);
+			a1 = _mm512_fmadd_ps(qc, _mm512_loadu_ps(r + 16), a1);
+			a2 = _mm512_fmadd_ps(qc, _mm512_loadu_ps(r + 32), a2);
+			a3 = _mm512_fmadd_ps(qc, _mm512_loadu_ps(r + 48), a3);
+		}
+		_mm512_storeu_ps(s + j, _mm512_mul_ps(a0, sc));
+		_mm512_storeu_ps(s + j + 16, _mm512_mul_ps(a1, sc));
+		_mm512_storeu_ps(s + j + 32, _mm512_mul_ps(a2, sc));
+		_mm512_storeu_ps(s + j + 48, _mm512_mul_ps(a3, sc));
+	}
+	for (; j < n; j += 16) {
+		/* short rows: two chains over c halve the FMA latency */
+		int w = n - j;
+		__m512 a = _mm512_setzero_ps(), b = a;
+		const float *r = kt + j;
+		int c = 0;
+		for (; c + 2 <= hd; c += 2, r += 2 * ldkt) {
+			a = _mm512_fmadd_ps(_mm512_set1_ps(q[c]), ld16(r, w), a);
+			b = _mm512_fmadd_ps(_mm512_set1_ps(q[c + 1]), ld16(r + ldkt, w), b);
+		}
+		if (c < hd)
+			a = _mm512_fmadd_ps(_mm512_set1_ps(q[c]), ld16(r, w), a);
+		st16(s + j, w, _mm512_mul_ps(_mm512_add_ps(a, b), sc));
+	}
+}
+
+static void axpy_rows_avx512(int n, const float *p, const float *rows, ptrdiff_t ld, int hd,
+			     float *out)
+{
+	for (int c = 0; c < hd; c += 16) {
+		int w = hd - c;
+		const float *r = rows + c;
+		__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		int j = 0;
+		for (; j + 4 <= n; j += 4, r += 4 * ld) {
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), ld16(r, w), a0);
+			a1 = _mm512_fmadd_ps(_mm512_set1_ps(p[j + 1]), ld16(r + ld, w), a1);
+			a2 = _mm512_fmadd_ps(_mm512_set1_ps(p[j + 2]), ld16(r + 2 * ld, w), a2);
+			a3 = _mm512_fmadd_ps(_mm512_set1_ps(p[j + 3]), ld16(r + 3 * ld, w), a3);
+		}
+		for (; j < n; j++, r += ld)
+			a0 = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), ld16(r, w), a0);
+		st16(out + c, w, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+	}
+}
+
+static void rank1_rows_avx512(int n, const float *a, const float *x, int hd, float *rows,
+			      ptrdiff_t ld)
+{
+	for (int c = 0; c < hd; c += 16) {
+		int w = hd - c;
+		__m512 xv = ld16(x + c, w);
+		float *r = rows + c;
+		for (int j = 0; j < n; j++, r += ld)
+			st16(r, w, _mm512_fmadd_ps(_mm512_set1_ps(a[j]), xv, ld16(r, w)));
+	}
+}
 
 // ---- exp ----
 
@@ -41,12 +134,35 @@ static float exp_shift_sum_avx512(float *row, int len, float mx)
 		acc = _mm512_add_ps(acc, e);
 	}
 	if (j < len) {
-		__mmask16 k = (__mmask16)((1u << (len - j)) - 1);
+		__mmask16 k = lanes(len - j);
 		__m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, row + j), m));
 		_mm512_mask_storeu_ps(row + j, k, e);
 		acc = _mm512_mask_add_ps(acc, k, acc, e);
 	}
 	return _mm512_reduce_add_ps(acc);
+}
+
+static void softmax_row_avx512(float *s, int n)
+{
+	__m512 m = _mm512_set1_ps(-INFINITY);
+	for (int j = 0; j < n; j += 16)
+		m = _mm512_mask_max_ps(m, lanes(n - j), m, ld16(s + j, n - j));
+	float inv = 1.0f / exp_shift_sum_avx512(s, n, _mm512_reduce_max_ps(m));
+	__m512 iv = _mm512_set1_ps(inv);
+	for (int j = 0; j < n; j += 16)
+		st16(s + j, n - j, _mm512_mul_ps(ld16(s + j, n - j), iv));
+}
+
+static void softmax_grad_row_avx512(int n, const float *p, float *dp, float scale)
+{
+	__m512 acc = _mm512_setzero_ps();
+	for (int j = 0; j < n; j += 16)
+		acc = _mm512_fmadd_ps(ld16(p + j, n - j), ld16(dp + j, n - j), acc);
+	__m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(acc)), sc = _mm512_set1_ps(scale);
+	for (int j = 0; j < n; j += 16) {
+		__m512 pv = _mm512_mul_ps(ld16(p + j, n - j), sc);
+		st16(dp + j, n - j, _mm512_mul_ps(pv, _mm512_sub_ps(ld16(dp + j, n - j), dot)));
+	}
 }
 
 // ---- GELU ----
@@ -70,7 +186,7 @@ static void gelu_forward_avx512(size_t len, const float *x, float *y)
 		_mm512_storeu_ps(y + i, _mm512_mul_ps(v, gelu_gate(v, &x2)));
 	}
 	if (i < len) {
-		__mmask16 k = (__mmask16)((1u << (len - i)) - 1);
+		__mmask16 k = lanes((int)(len - i));
 		__m512 v = _mm512_maskz_loadu_ps(k, x + i);
 		_mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(v, gelu_gate(v, &x2)));
 	}
@@ -94,7 +210,7 @@ static void gelu_backward_avx512(size_t len, const float *x, const float *dy, fl
 		_mm512_storeu_ps(dx + i, _mm512_mul_ps(g, _mm512_loadu_ps(dy + i)));
 	}
 	if (i < len) {
-		__mmask16 k = (__mmask16)((1u << (len - i)) - 1);
+		__mmask16 k = lanes((int)(len - i));
 		__m512 g = gelu_grad16(_mm512_maskz_loadu_ps(k, x + i));
 		_mm512_mask_storeu_ps(dx + i, k, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(k, dy + i)));
 	}
@@ -103,6 +219,11 @@ static void gelu_backward_avx512(size_t len, const float *x, const float *dy, fl
 // ---- kernel set ----
 
 const ops_kernels tm_ops_avx512 = {
+	.softmax_row = softmax_row_avx512,
+	.softmax_grad_row = softmax_grad_row_avx512,
+	.dot_cols = dot_cols_avx512,
+	.axpy_rows = axpy_rows_avx512,
+	.rank1_rows = rank1_rows_avx512,
 	.exp_shift_sum = exp_shift_sum_avx512,
 	.gelu_forward = gelu_forward_avx512,
 	.gelu_backward = gelu_backward_avx512,

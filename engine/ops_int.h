@@ -1,7 +1,8 @@
 /* ops_int.h: what ops.c shares with its SIMD kernel files ops_avx2.c and ops_avx512.c.  A kernel
- * set is one table row holding the few element-wise loops that are worth vectorizing outside
- * GEMM: the exponentials of softmax rows (attention, which otherwise spends more time in expf
- * than in its matrix products) and GELU forward/backward.  ops.c picks the row from ctx->isa;
+ * set is one table row holding the loops worth vectorizing outside GEMM: the three row
+ * primitives attention is built from (scores along columns of K^T, a weighted sum of rows, a
+ * rank-1 row update; head_dim is small, so these beat GEMM calls on 128x128x16 blocks), softmax
+ * rows forward and backward with the exponentials they need, and GELU forward/backward.  ops.c picks the row from ctx->isa;
  * the portable row uses libm, the SIMD rows their own exp and agree with it to a few ulp. */
 #ifndef TM_OPS_INT_H
 #define TM_OPS_INT_H
@@ -11,6 +12,19 @@
 #include <stddef.h>
 
 typedef struct ops_kernels {
+	/* s[j] = scale * sum_c q[c] * kt[c * ldkt + j] for j < n, c < hd. */
+	void (*dot_cols)(int hd, const float *q, const float *kt, ptrdiff_t ldkt, int n,
+			 float scale, float *s);
+	/* out[c] = sum_j p[j] * rows[j * ld + c] for c < hd, j < n (out overwritten). */
+	void (*axpy_rows)(int n, const float *p, const float *rows, ptrdiff_t ld, int hd,
+			  float *out);
+	/* rows[j * ld + c] += a[j] * x[c] for j < n, c < hd. */
+	void (*rank1_rows)(int n, const float *a, const float *x, int hd, float *rows,
+			   ptrdiff_t ld);
+	/* s (n) = softmax(s) in place; -INFINITY entries become exactly 0 (one must be finite). */
+	void (*softmax_row)(float *s, int n);
+	/* dp[j] = scale * p[j] * (dp[j] - sum_k p[k] * dp[k]) for j < n: softmax backward. */
+	void (*softmax_grad_row)(int n, const float *p, float *dp, float scale);
 	/* row[j] = exp(row[j] - mx) for j < len; returns the sum of the new row.  -INFINITY
 	 * entries become exactly 0. */
 	float (*exp_shift_sum)(float *row, int len, float mx);

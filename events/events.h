@@ -186,6 +186,49 @@ void stats_plan_init(stats_plan *p, size_t min_count, double min_duration_s,
 void stats_plan_add(stats_plan *p, double seconds);
 bool stats_plan_done(const stats_plan *p);
 
+// ---- measurement harness (harness.c) ----
+/* The timed loop of DESIGN.md: warm-up (not counted), then the submission and the baseline
+ * alternate in blocks until both the minimum count and the minimum duration of the submission's
+ * measurements are met (or the maximum duration is reached).  Every query is timed with
+ * CLOCK_MONOTONIC; each block of the submission and the baseline block after it form one pair
+ * for the speedup.  The workload decides what a query is: one image (single-stream), one pass
+ * over the test set (offline), one prompt (generation). */
+
+typedef struct hx_workload {
+	void (*query)(void *arg, int64_t i);  /* run query number i (0, 1, 2, ...) */
+	void *arg;
+} hx_workload;
+
+typedef struct hx_opts {
+	size_t min_count;        /* submission queries, default 1024 */
+	double min_duration_s;   /* seconds of submission queries, default 5 */
+	double max_duration_s;   /* cap on the whole loop incl. baseline, default 60 */
+	size_t warmup_count;     /* warm-up queries of each workload, default 32 */
+	double warmup_s;         /* and at least this long, default 0.2 */
+	size_t block;            /* queries per block, default 32 */
+} hx_opts;
+
+typedef struct hx_series {
+	double *ns;              /* (n) per-query nanoseconds, in order */
+	size_t n, cap;
+} hx_series;
+
+typedef struct hx_result {
+	hx_series sub, base;     /* per-query times */
+	double *pair_sub_s;      /* (n_pairs) block seconds of the submission */
+	double *pair_base_s;     /* (n_pairs) block seconds of the baseline after it */
+	size_t n_pairs, cap_pairs;
+	double sub_elapsed_s;    /* seconds spent in submission queries */
+	double elapsed_s;        /* seconds of the whole loop (without warm-up) */
+	bool hit_max;            /* stopped by max_duration_s with a minimum unmet */
+} hx_result;
+
+void hx_opts_default(hx_opts *o);
+/* Measure sub against base (base may be NULL: the submission alone, no pairs). */
+int hx_measure(const hx_opts *o, const hx_workload *sub, const hx_workload *base,
+	       hx_result *out, tm_err *err);
+void hx_result_release(hx_result *r);
+
 // ---- events (event.c) ----
 /* The three events as table rows (STYLE: tables over switch ladders): everything a page, the
  * validator and the worker need to know about an event comes from here. */

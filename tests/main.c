@@ -18,6 +18,7 @@ static const suite_fn suites[] = {
 	transformer_suite,
 	stats_suite,
 	config_suite,
+	harness_suite,
 	opts_suite,
 	db_suite,
 	sha256_suite,

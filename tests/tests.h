@@ -22,6 +22,7 @@ Suite *train_suite(void);
 Suite *transformer_suite(void);
 Suite *stats_suite(void);
 Suite *config_suite(void);
+Suite *harness_suite(void);
 Suite *opts_suite(void);
 Suite *db_suite(void);
 Suite *sha256_suite(void);

@@ -7,8 +7,10 @@
  * the portable one on odd sizes. */
 #include "tests.h"
 #include "engine.h"
+#include "ops_int.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -742,10 +744,17 @@ static double attn_loss(void *arg)
 
 START_TEST(test_attention_backward_gradcheck)
 {
-	const int32_t seg[] = { 0, 0, 1, 1, 1, 4, 4, 4, 2, 2 };
-	for (int masked = 0; masked < 2; masked++) {
+	/* no mask; contiguous segments; ids reused out of order (holes inside a row's range) */
+	const int32_t segs[2][10] = { { 0, 0, 1, 1, 1, 4, 4, 4, 2, 2 },
+				      { 3, 5, 3, 5, 3, 1, 1, 2, 1, 2 } };
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	for (int run = 0; run < 6; run++) {
+		int masked = run % 3;
 		attn_case a = { .ctx = ctx_portable(), .b = 2, .t = 5, .d = 8, .nh = 2,
-				.seg = masked ? seg : NULL };
+				.seg = masked ? segs[masked - 1] : NULL };
+		if (run >= 3)
+			a.ctx.isa = tm_isa_best(&cpu);
 		a.nqkv = (size_t)a.b * a.t * 3 * a.d;
 		a.natt = (size_t)a.b * a.nh * a.t * a.t;
 		a.nout = (size_t)a.b * a.t * a.d;
@@ -762,8 +771,10 @@ START_TEST(test_attention_backward_gradcheck)
 		attn_loss(&a);
 		tm_attention_backward(&a.ctx, a.b, a.t, a.d, a.nh, a.qkv, a.seg, a.att, a.r, dqkv,
 				      scratch);
-		check_grad(masked ? "attention dqkv (seg)" : "attention dqkv", a.qkv, dqkv, a.nqkv,
-			   attn_loss, &a);
+		char what[64];
+		snprintf(what, sizeof(what), "attention dqkv (%s, mask %d)", tm_isa_name(a.ctx.isa),
+			 masked);
+		check_grad(what, a.qkv, dqkv, a.nqkv, attn_loss, &a);
 		free(a.qkv), free(a.att), free(a.out), free(a.r), free(dqkv), free(scratch);
 	}
 }
@@ -854,6 +865,189 @@ START_TEST(test_backward_independent_of_threads)
 }
 END_TEST
 
+// ---- SIMD kernels against the portable path ----
+
+static const size_t odd_sizes[] = { 1, 3, 7, 8, 15, 16, 17, 63, 64, 65, 129 };
+
+/* The kernel sets this CPU can run, besides portable. */
+static int simd_sets(const ops_kernels **k, tm_isa *isa)
+{
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	int n = 0;
+	if (tm_isa_supported(&cpu, TM_ISA_AVX2))
+		k[n] = &tm_ops_avx2, isa[n++] = TM_ISA_AVX2;
+	if (tm_isa_supported(&cpu, TM_ISA_AVX512))
+		k[n] = &tm_ops_avx512, isa[n++] = TM_ISA_AVX512;
+	return n;
+}
+
+/* exp within 4e-7 relative of libm (a few ulp), -inf -> exactly 0, NaN stays NaN, the sum
+ * within 1e-6 relative, and nothing written past len. */
+START_TEST(test_simd_exp_matches_libm)
+{
+	const ops_kernels *k[2];
+	tm_isa isa[2];
+	int nk = simd_sets(k, isa);
+	for (int ki = 0; ki < nk; ki++)
+		for (size_t si = 0; si < sizeof(odd_sizes) / sizeof(odd_sizes[0]); si++) {
+			int len = (int)odd_sizes[si];
+			float *row = fvec((size_t)len + 1, 201 + si);
+			for (int j = 0; j < len; j++)
+				row[j] = 60.0f * row[j] - 50.0f; /* [-110, 10): underflow to 0 too */
+			if (len > 2)
+				row[1] = -INFINITY;
+			row[len] = 12345.0f; /* guard */
+			float mx = 3.0f;
+			double want_sum = 0;
+			double *want = malloc(sizeof(double) * (size_t)len);
+			for (int j = 0; j < len; j++) {
+				want[j] = (double)expf(row[j] - mx);
+				want_sum += want[j];
+			}
+			float sum = k[ki]->exp_shift_sum(row, len, mx);
+			for (int j = 0; j < len; j++)
+				if (!(fabs(row[j] - want[j]) <= 4e-7 * want[j] + 1e-37))
+					ck_abort_msg("%s exp len %d [%d]: got %.9g want %.9g",
+						     tm_isa_name(isa[ki]), len, j, (double)row[j], want[j]);
+			if (len > 2)
+				ck_assert_float_eq(row[1], 0.0f);
+			ck_assert_float_eq(row[len], 12345.0f);
+			ck_assert_double_eq_tol(sum, want_sum, 1e-6 * want_sum + 1e-30);
+			row[0] = NAN;
+			k[ki]->exp_shift_sum(row, 1, 0.0f);
+			ck_assert(isnan(row[0]));
+			free(row), free(want);
+		}
+}
+END_TEST
+
+START_TEST(test_simd_gelu_matches_portable)
+{
+	const ops_kernels *k[2];
+	tm_isa isa[2];
+	int nk = simd_sets(k, isa);
+	for (int ki = 0; ki < nk; ki++)
+		for (size_t si = 0; si < sizeof(odd_sizes) / sizeof(odd_sizes[0]); si++) {
+			size_t len = odd_sizes[si];
+			float *x = fvec(len, 211 + si), *dy = fvec(len, 212 + si);
+			float *y = fvec(len + 1, 0), *dx = fvec(len + 1, 0);
+			float *py = fvec(len, 0), *pdx = fvec(len, 0);
+			for (size_t i = 0; i < len; i++)
+				x[i] *= 12.0f; /* both tails, where exp saturates */
+			if (len > 3)
+				x[0] = 0.0f, x[1] = 30.0f, x[2] = -30.0f;
+			y[len] = dx[len] = 777.0f;
+			tm_gelu_forward(len, x, py);
+			tm_gelu_backward(len, x, dy, pdx);
+			tm_ctx ctx = { .isa = isa[ki] };
+			tm_gelu_forward_ctx(&ctx, len, x, y);
+			tm_gelu_backward_ctx(&ctx, len, x, dy, dx);
+			for (size_t i = 0; i < len; i++) {
+				if (!(fabsf(y[i] - py[i]) <= 1e-6f + 1e-5f * fabsf(py[i])))
+					ck_abort_msg("%s gelu len %zu [%zu] x=%g: got %.9g want %.9g",
+						     tm_isa_name(isa[ki]), len, i, (double)x[i],
+						     (double)y[i], (double)py[i]);
+				if (!(fabsf(dx[i] - pdx[i]) <= 1e-6f + 1e-5f * fabsf(pdx[i])))
+					ck_abort_msg("%s gelu' len %zu [%zu] x=%g: got %.9g want %.9g",
+						     tm_isa_name(isa[ki]), len, i, (double)x[i],
+						     (double)dx[i], (double)pdx[i]);
+			}
+			ck_assert_float_eq(y[len], 777.0f);
+			ck_assert_float_eq(dx[len], 777.0f);
+			free(x), free(dy), free(y), free(dx), free(py), free(pdx);
+		}
+}
+END_TEST
+
+/* The ctx variants: portable ctx is bit-identical to the plain functions, in place works, and
+ * a long array cut into chunks over a pool gives the same bits as one thread. */
+START_TEST(test_gelu_ctx_pool_and_alias)
+{
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	size_t len = 100003;
+	float *x = fvec(len, 221), *dy = fvec(len, 222);
+	float *a = fvec(len, 0), *b = fvec(len, 0), *c = fvec(len, 0);
+	tm_ctx port = ctx_portable();
+	tm_gelu_forward(len, x, a);
+	tm_gelu_forward_ctx(&port, len, x, b);
+	ck_assert_mem_eq(a, b, sizeof(float) * len);
+	tm_gelu_backward(len, x, dy, a);
+	tm_gelu_backward_ctx(&port, len, x, dy, b);
+	ck_assert_mem_eq(a, b, sizeof(float) * len);
+	tm_ctx best = { .isa = tm_isa_best(&cpu) };
+	tm_ctx pooled = { .isa = best.isa, .pool = tm_pool_new(3) };
+	tm_gelu_forward_ctx(&best, len, x, a);
+	tm_gelu_forward_ctx(&pooled, len, x, b);
+	memcpy(c, x, sizeof(float) * len);
+	tm_gelu_forward_ctx(&pooled, len, c, c);
+	ck_assert_mem_eq(a, b, sizeof(float) * len);
+	ck_assert_mem_eq(a, c, sizeof(float) * len);
+	tm_gelu_backward_ctx(&best, len, x, dy, a);
+	tm_gelu_backward_ctx(&pooled, len, x, dy, b);
+	memcpy(c, dy, sizeof(float) * len);
+	tm_gelu_backward_ctx(&pooled, len, x, c, c);
+	ck_assert_mem_eq(a, b, sizeof(float) * len);
+	ck_assert_mem_eq(a, c, sizeof(float) * len);
+	tm_pool_free(pooled.pool);
+	free(x), free(dy), free(a), free(b), free(c);
+}
+END_TEST
+
+/* Attention with every kernel set: forward against the explicit double loops, backward against
+ * the portable backward, on odd lengths and head sizes (below, at and above the vector width),
+ * without a mask, with contiguous segments and with segment ids reused out of order. */
+START_TEST(test_attention_every_isa_odd_sizes)
+{
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	static const int ts[] = { 1, 3, 17, 63, 65, 129 };
+	static const int hds[][2] = { { 24, 3 }, { 34, 2 }, { 33, 1 }, { 64, 4 } }; /* d, n_head */
+	tm_ctx port = ctx_portable();
+	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
+		if (!tm_isa_supported(&cpu, (tm_isa)isa))
+			continue;
+		tm_ctx ctx = { .isa = (tm_isa)isa };
+		for (size_t ti = 0; ti < sizeof(ts) / sizeof(ts[0]); ti++)
+			for (int mode = 0; mode < 3; mode++) {
+				int b = 2, t = ts[ti];
+				int d = hds[(ti + mode) % 4][0], nh = hds[(ti + mode) % 4][1];
+				size_t nqkv = (size_t)b * t * 3 * d, nout = (size_t)b * t * d;
+				size_t natt = (size_t)b * nh * t * t;
+				float *qkv = fvec(nqkv, 231 + ti), *att = fvec(natt, 0), *out = fvec(nout, 0);
+				float *dout = fvec(nout, 241 + ti), *dq = fvec(nqkv, 0), *pdq = fvec(nqkv, 0);
+				float *patt = fvec(natt, 0), *pout = fvec(nout, 0);
+				float *scr = fvec(tm_attention_scratch_floats(b, t, nh), 0);
+				double *ratt = malloc(sizeof(double) * natt);
+				double *rout = malloc(sizeof(double) * nout);
+				int32_t *seg = malloc(sizeof(int32_t) * (size_t)b * t);
+				for (size_t i = 0; i < nqkv; i++)
+					qkv[i] *= 4.0f;
+				for (int i = 0; i < b * t; i++)
+					seg[i] = mode == 1 ? (i % t) / 10 : (i * 7 / 3) % 3;
+				const int32_t *sg = mode ? seg : NULL;
+				tm_attention_forward(&ctx, b, t, d, nh, qkv, sg, att, out);
+				attention_ref(b, t, d, nh, qkv, sg, ratt, rout);
+				check_close("attention out", out, rout, nout, 1e-5, 1e-4);
+				check_close("attention att", att, ratt, natt, 1e-6, 1e-4);
+				for (size_t i = 0; i < natt; i++)
+					if (ratt[i] == 0)
+						ck_assert_msg(att[i] == 0.0f, "%s: masked att[%zu] = %g",
+							      tm_isa_name((tm_isa)isa), i, (double)att[i]);
+				tm_attention_forward(&port, b, t, d, nh, qkv, sg, patt, pout);
+				tm_attention_backward(&ctx, b, t, d, nh, qkv, sg, att, dout, dq, scr);
+				tm_attention_backward(&port, b, t, d, nh, qkv, sg, patt, dout, pdq, scr);
+				double diff = tt_max_rel_diff(dq, pdq, nqkv);
+				ck_assert_msg(diff < 1e-5, "%s t=%d d=%d nh=%d mode %d: dqkv differs by %g",
+					      tm_isa_name((tm_isa)isa), t, d, nh, mode, diff);
+				free(qkv), free(att), free(out), free(dout), free(dq), free(pdq);
+				free(patt), free(pout), free(scr), free(ratt), free(rout), free(seg);
+			}
+	}
+}
+END_TEST
+
 // ---- suite ----
 
 Suite *ops_suite(void)
@@ -885,5 +1079,12 @@ Suite *ops_suite(void)
 	tcase_add_test(bwd, test_cross_entropy_gradcheck);
 	tcase_add_test(bwd, test_backward_independent_of_threads);
 	suite_add_tcase(s, bwd);
+	TCase *simd = tcase_create("simd");
+	tcase_set_timeout(simd, 60);
+	tcase_add_test(simd, test_simd_exp_matches_libm);
+	tcase_add_test(simd, test_simd_gelu_matches_portable);
+	tcase_add_test(simd, test_gelu_ctx_pool_and_alias);
+	tcase_add_test(simd, test_attention_every_isa_odd_sizes);
+	suite_add_tcase(s, simd);
 	return s;
 }
