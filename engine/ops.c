@@ -18,9 +18,10 @@
 
 // ---- helpers ----
 
-/* Output channels per dW task in the conv backward: fixed, so the GEMM calls (and with them
- * the rounding of every element) are the same for any thread count. */
-#define CONV_DW_BLOCK 16
+/* Image groups of the conv dW reduction: each group sums its images' GEMMs in order, then the
+ * groups are added in order.  Fixed (not the thread count), so the rounding of every element
+ * is the same for any pool. */
+#define CONV_DW_GROUPS 4
 
 /* The ctx for GEMMs issued inside a pool task: same kernels, no pool. */
 static tm_ctx ctx_solo(const tm_ctx *ctx)
@@ -103,6 +104,17 @@ static inline float gelu_tanh_grad(float x)
 	return s + x * s * (1.0f - s) * k2 * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
+/* x > 0 ? x : 0 without a branch (GCC keeps a compare-and-jump for the ternary, which
+ * mispredicts on activations of random sign); NaN and -0 give +0 like the ternary. */
+static inline float keep_if_positive(float x, float v)
+{
+	uint32_t u;
+	memcpy(&u, &v, sizeof(u));
+	u &= 0u - (uint32_t)(x > 0.0f);
+	memcpy(&v, &u, sizeof(v));
+	return v;
+}
+
 /* row[j] = exp(row[j] - mx) for j < len; returns the sum. */
 static float exp_shift_sum_portable(float *row, int len, float mx)
 {
@@ -166,6 +178,23 @@ static void rank1_rows_portable(int n, const float *a, const float *x, int hd, f
 	}
 }
 
+static void bias_act_rows_portable(int rows, size_t cols, float *y, const float *b, tm_act act)
+{
+	for (int r = 0; r < rows; r++) {
+		float *row = y + (size_t)r * cols;
+		float bv = b ? b[r] : 0.0f;
+		if (act == TM_ACT_RELU)
+			for (size_t j = 0; j < cols; j++)
+				row[j] = keep_if_positive(row[j] + bv, row[j] + bv);
+		else if (act == TM_ACT_GELU)
+			for (size_t j = 0; j < cols; j++)
+				row[j] = gelu_tanh(row[j] + bv);
+		else if (b)
+			for (size_t j = 0; j < cols; j++)
+				row[j] += bv;
+	}
+}
+
 static void softmax_row_portable(float *s, int n)
 {
 	float mx = -INFINITY;
@@ -186,6 +215,7 @@ static void softmax_grad_row_portable(int n, const float *p, float *dp, float sc
 }
 
 static const ops_kernels ops_portable = {
+	.bias_act_rows = bias_act_rows_portable,
 	.softmax_row = softmax_row_portable,
 	.softmax_grad_row = softmax_grad_row_portable,
 	.dot_cols = dot_cols_portable,
@@ -216,6 +246,22 @@ size_t tm_conv3x3_scratch_floats(int cin, int h, int w)
 	if (cin <= 0 || h < 3 || w < 3)
 		return 0;
 	return (size_t)cin * 9 * (size_t)(h - 2) * (size_t)(w - 2);
+}
+
+/* Sum of n floats in eight independent chains (a single chain is bound by add latency). */
+static double sum8(const float *x, size_t n)
+{
+	float acc[8] = { 0 };
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			acc[l] += x[i + l];
+	double s = 0;
+	for (int l = 0; l < 8; l++)
+		s += acc[l];
+	for (; i < n; i++)
+		s += x[i];
+	return s;
 }
 
 /* col (cin*9, oh*ow): row (ci, ky, kx) holds x[ci][oy + ky][ox + kx] over all outputs. */
@@ -254,37 +300,15 @@ static void col2im3x3(int cin, int h, int w, const float *col, float *dx)
 			}
 }
 
-static void bias_act(int rows, size_t cols, float *y, const float *b, tm_act act)
-{
-	for (int r = 0; r < rows; r++) {
-		float *row = y + (size_t)r * cols;
-		float bv = b ? b[r] : 0.0f;
-		switch (act) {
-		case TM_ACT_RELU:
-			for (size_t j = 0; j < cols; j++) {
-				float v = row[j] + bv;
-				row[j] = v > 0.0f ? v : 0.0f;
-			}
-			break;
-		case TM_ACT_GELU:
-			for (size_t j = 0; j < cols; j++)
-				row[j] = gelu_tanh(row[j] + bv);
-			break;
-		default:
-			if (b)
-				for (size_t j = 0; j < cols; j++)
-					row[j] += bv;
-			break;
-		}
-	}
-}
-
 typedef struct conv_job {
 	const tm_ctx *ctx;
+	const ops_kernels *kern;
 	int n, cin, h, w, cout;
 	const float *x, *wt, *b, *dy;
 	tm_act act;
 	float *y, *dx, *dw;
+	int groups;          /* dW image groups */
+	float *partial;      /* (groups - 1, cout * cin * 9): dW of groups 1.. */
 	slots sl;
 } conv_job;
 
@@ -303,7 +327,7 @@ static void conv_fwd_task(void *arg, int j)
 		im2col3x3(c->cin, c->h, c->w, c->x + xs * (size_t)i, col);
 		tm_sgemm(&solo, false, false, c->cout, (int)p, k, 1.0f, c->wt, k, col, (int)p,
 			 0.0f, y, (int)p);
-		bias_act(c->cout, p, y, c->b, c->act);
+		c->kern->bias_act_rows(c->cout, p, y, c->b, c->act);
 	}
 }
 
@@ -314,14 +338,15 @@ void tm_conv3x3_forward(const tm_ctx *ctx, int n, int cin, int h, int w, int cou
 	if (n <= 0 || cin <= 0 || cout <= 0 || h < 3 || w < 3)
 		return;
 	assert(scratch);
-	conv_job c = { .ctx = ctx, .n = n, .cin = cin, .h = h, .w = w, .cout = cout,
-		       .x = x, .wt = wt, .b = b, .act = act, .y = y };
+	conv_job c = { .ctx = ctx, .kern = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .n = n,
+		       .cin = cin, .h = h, .w = w, .cout = cout, .x = x, .wt = wt, .b = b,
+		       .act = act, .y = y };
 	slots_init(&c.sl, ctx, n, scratch, tm_conv3x3_scratch_floats(cin, h, w));
 	tm_pool_run(ctx_pool(ctx), c.sl.n, conv_fwd_task, &c);
 	slots_release(&c.sl);
 }
 
-/* dW rows of the blocks of slot j, summed over the images in order. */
+/* dW of the image groups of slot j: group 0 accumulates into dw, the others into partials. */
 static void conv_dw_task(void *arg, int j)
 {
 	conv_job *c = arg;
@@ -330,16 +355,16 @@ static void conv_dw_task(void *arg, int j)
 	int k = c->cin * 9;
 	int p = (c->h - 2) * (c->w - 2);
 	size_t xs = (size_t)c->cin * c->h * c->w, ys = (size_t)c->cout * p;
-	int nblk = (c->cout + CONV_DW_BLOCK - 1) / CONV_DW_BLOCK, lo, hi;
-	split_range(nblk, c->sl.n, j, &lo, &hi);
-	for (int i = 0; i < c->n; i++) {
-		im2col3x3(c->cin, c->h, c->w, c->x + xs * (size_t)i, col);
-		for (int blk = lo; blk < hi; blk++) {
-			int r0 = blk * CONV_DW_BLOCK;
-			int rows = c->cout - r0 < CONV_DW_BLOCK ? c->cout - r0 : CONV_DW_BLOCK;
-			tm_sgemm(&solo, false, true, rows, k, p, 1.0f,
-				 c->dy + ys * (size_t)i + (size_t)r0 * p, p, col, p,
-				 1.0f, c->dw + (size_t)r0 * k, k);
+	int glo, ghi;
+	split_range(c->groups, c->sl.n, j, &glo, &ghi);
+	for (int g = glo; g < ghi; g++) {
+		float *dst = g == 0 ? c->dw : c->partial + (size_t)(g - 1) * c->cout * k;
+		int lo, hi;
+		split_range(c->n, c->groups, g, &lo, &hi);
+		for (int i = lo; i < hi; i++) {
+			im2col3x3(c->cin, c->h, c->w, c->x + xs * (size_t)i, col);
+			tm_sgemm(&solo, false, true, c->cout, k, p, 1.0f, c->dy + ys * (size_t)i, p,
+				 col, p, 1.0f, dst, k);
 		}
 	}
 }
@@ -374,19 +399,24 @@ void tm_conv3x3_backward(const tm_ctx *ctx, int n, int cin, int h, int w, int co
 	conv_job c = { .ctx = ctx, .n = n, .cin = cin, .h = h, .w = w, .cout = cout,
 		       .x = x, .wt = wt, .dy = dy, .dx = dx, .dw = dw };
 	if (dw) {
-		int nblk = (cout + CONV_DW_BLOCK - 1) / CONV_DW_BLOCK;
-		slots_init(&c.sl, ctx, nblk, scratch, floats);
+		size_t nw = (size_t)cout * cin * 9;
+		c.groups = n < CONV_DW_GROUPS ? n : CONV_DW_GROUPS;
+		c.partial = c.groups > 1 ? tm_xcalloc((size_t)(c.groups - 1) * nw, sizeof(float)) : NULL;
+		slots_init(&c.sl, ctx, c.groups, scratch, floats);
 		tm_pool_run(ctx_pool(ctx), c.sl.n, conv_dw_task, &c);
 		slots_release(&c.sl);
+		for (int g = 1; g < c.groups; g++) {
+			const float *pg = c.partial + (size_t)(g - 1) * nw;
+			for (size_t q = 0; q < nw; q++)
+				dw[q] += pg[q];
+		}
+		free(c.partial);
 	}
 	if (db)
 		for (int co = 0; co < cout; co++) {
 			double s = 0;
-			for (int i = 0; i < n; i++) {
-				const float *g = dy + ((size_t)i * cout + co) * p;
-				for (size_t q = 0; q < p; q++)
-					s += g[q];
-			}
+			for (int i = 0; i < n; i++)
+				s += sum8(dy + ((size_t)i * cout + co) * p, p);
 			db[co] += (float)s;
 		}
 	if (dx) {
@@ -438,13 +468,13 @@ void tm_maxpool2_backward(int n, int c, int h, int w, const int32_t *idx, const 
 void tm_relu_forward(size_t len, const float *x, float *y)
 {
 	for (size_t i = 0; i < len; i++)
-		y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+		y[i] = keep_if_positive(x[i], x[i]);
 }
 
 void tm_relu_backward(size_t len, const float *x, const float *dy, float *dx)
 {
 	for (size_t i = 0; i < len; i++)
-		dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+		dx[i] = keep_if_positive(x[i], dy[i]);
 }
 
 void tm_gelu_forward(size_t len, const float *x, float *y)

@@ -200,6 +200,24 @@ static inline __m256 gelu_gate(__m256 x, __m256 *x2out)
 	return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(m2u)));
 }
 
+static void bias_act_rows_avx2(int rows, size_t cols, float *y, const float *b, tm_act act)
+{
+	__m256 zero = _mm256_setzero_ps(), x2;
+	for (int r = 0; r < rows; r++) {
+		float *row = y + (size_t)r * cols;
+		__m256 bv = _mm256_set1_ps(b ? b[r] : 0.0f);
+		for (size_t j = 0; j < cols; j += 8) {
+			int w = cols - j >= 8 ? 8 : (int)(cols - j);
+			__m256 v = _mm256_add_ps(ld8(row + j, w), bv);
+			if (act == TM_ACT_RELU)
+				v = _mm256_max_ps(v, zero); /* NaN -> 0: the second operand */
+			else if (act == TM_ACT_GELU)
+				v = _mm256_mul_ps(v, gelu_gate(v, &x2));
+			st8(row + j, w, v);
+		}
+	}
+}
+
 static void gelu_forward_avx2(size_t len, const float *x, float *y)
 {
 	size_t i = 0;
@@ -242,6 +260,7 @@ static void gelu_backward_avx2(size_t len, const float *x, const float *dy, floa
 // ---- kernel set ----
 
 const ops_kernels tm_ops_avx2 = {
+	.bias_act_rows = bias_act_rows_avx2,
 	.softmax_row = softmax_row_avx2,
 	.softmax_grad_row = softmax_grad_row_avx2,
 	.dot_cols = dot_cols_avx2,

@@ -177,6 +177,24 @@ static inline __m512 gelu_gate(__m512 x, __m512 *x2out)
 	return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(m2u)));
 }
 
+static void bias_act_rows_avx512(int rows, size_t cols, float *y, const float *b, tm_act act)
+{
+	__m512 zero = _mm512_setzero_ps(), x2;
+	for (int r = 0; r < rows; r++) {
+		float *row = y + (size_t)r * cols;
+		__m512 bv = _mm512_set1_ps(b ? b[r] : 0.0f);
+		for (size_t j = 0; j < cols; j += 16) {
+			int w = cols - j >= 16 ? 16 : (int)(cols - j);
+			__m512 v = _mm512_add_ps(ld16(row + j, w), bv);
+			if (act == TM_ACT_RELU)
+				v = _mm512_max_ps(v, zero); /* NaN -> 0: the second operand */
+			else if (act == TM_ACT_GELU)
+				v = _mm512_mul_ps(v, gelu_gate(v, &x2));
+			st16(row + j, w, v);
+		}
+	}
+}
+
 static void gelu_forward_avx512(size_t len, const float *x, float *y)
 {
 	size_t i = 0;
@@ -219,6 +237,7 @@ static void gelu_backward_avx512(size_t len, const float *x, const float *dy, fl
 // ---- kernel set ----
 
 const ops_kernels tm_ops_avx512 = {
+	.bias_act_rows = bias_act_rows_avx512,
 	.softmax_row = softmax_row_avx512,
 	.softmax_grad_row = softmax_grad_row_avx512,
 	.dot_cols = dot_cols_avx512,

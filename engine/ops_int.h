@@ -2,7 +2,8 @@
  * set is one table row holding the loops worth vectorizing outside GEMM: the three row
  * primitives attention is built from (scores along columns of K^T, a weighted sum of rows, a
  * rank-1 row update; head_dim is small, so these beat GEMM calls on 128x128x16 blocks), softmax
- * rows forward and backward with the exponentials they need, and GELU forward/backward.  ops.c picks the row from ctx->isa;
+ * rows forward and backward with the exponentials they need, GELU forward/backward, and the
+ * bias + activation epilogue of the convolution.  ops.c picks the row from ctx->isa;
  * the portable row uses libm, the SIMD rows their own exp and agree with it to a few ulp. */
 #ifndef TM_OPS_INT_H
 #define TM_OPS_INT_H
@@ -12,6 +13,8 @@
 #include <stddef.h>
 
 typedef struct ops_kernels {
+	/* y (rows, cols) = act(y + b[row]) (b may be NULL): the conv epilogue; ReLU maps NaN to 0. */
+	void (*bias_act_rows)(int rows, size_t cols, float *y, const float *b, tm_act act);
 	/* s[j] = scale * sum_c q[c] * kt[c * ldkt + j] for j < n, c < hd. */
 	void (*dot_cols)(int hd, const float *q, const float *kt, ptrdiff_t ldkt, int n,
 			 float scale, float *s);

@@ -79,9 +79,14 @@ START_TEST(test_conv_forward_matches_direct)
 		{ 2, 3, 6, 6, 4 }, { 1, 1, 3, 3, 1 }, { 3, 2, 7, 5, 17 }, { 2, 5, 9, 11, 33 },
 		{ 1, 1, 28, 28, 32 }, { 2, 32, 13, 13, 64 },
 	};
-	tm_ctx ctx = ctx_portable();
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++)
 	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
 		for (int act = TM_ACT_NONE; act <= TM_ACT_GELU; act++) {
+			if (!tm_isa_supported(&cpu, (tm_isa)isa))
+				continue;
+			tm_ctx ctx = { .isa = (tm_isa)isa };
 			int n = shapes[s][0], cin = shapes[s][1], h = shapes[s][2], w = shapes[s][3];
 			int cout = shapes[s][4];
 			size_t ny = (size_t)n * cout * (h - 2) * (w - 2);
@@ -491,11 +496,15 @@ END_TEST
 /* Larger and odd shapes (several dW blocks) against direct double loops. */
 START_TEST(test_conv_backward_matches_direct)
 {
-	static const int shapes[][5] = { { 3, 5, 7, 9, 40 }, { 1, 1, 3, 3, 1 }, { 2, 32, 13, 13, 64 } };
+	static const int shapes[][5] = { { 3, 5, 7, 9, 40 }, { 1, 1, 3, 3, 1 }, { 2, 32, 13, 13, 64 },
+					 { 9, 2, 5, 4, 3 } };
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
 	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
 		conv_case c;
 		conv_case_init(&c, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
 			       shapes[s][4], 111 + 10 * s);
+		c.ctx.isa = s % 2 ? TM_ISA_PORTABLE : tm_isa_best(&cpu);
 		int oh = c.h - 2, ow = c.w - 2;
 		float *dx = fvec(c.nx, 0), *dw = fvec(c.nw, 0), *db = fvec((size_t)c.cout, 0);
 		double *rdx = calloc(c.nx, sizeof(double)), *rdw = calloc(c.nw, sizeof(double));
