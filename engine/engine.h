@@ -188,6 +188,15 @@ void tm_layernorm_forward(int rows, int d, const float *x, const float *gamma,
 void tm_layernorm_backward(int rows, int d, const float *x, const float *gamma,
 			   const float *mean, const float *rstd, const float *dy, float *dx,
 			   float *dgamma, float *dbeta);
+/* LayerNorm with the kernels of ctx->isa (SIMD within 1e-5 relative of the functions above)
+ * and rows split over the ctx's pool in fixed chunks, so results do not depend on the thread
+ * count.  gamma and beta may be NULL (1 and 0); dx, dgamma and dbeta may be NULL. */
+void tm_layernorm_forward_ctx(const tm_ctx *ctx, int rows, int d, const float *x,
+			      const float *gamma, const float *beta, float *y, float *mean,
+			      float *rstd);
+void tm_layernorm_backward_ctx(const tm_ctx *ctx, int rows, int d, const float *x,
+			       const float *gamma, const float *mean, const float *rstd,
+			       const float *dy, float *dx, float *dgamma, float *dbeta);
 
 /* Row-wise softmax, numerically stable: x (rows, d) -> y (may alias x). */
 void tm_softmax_forward(int rows, int d, const float *x, float *y);

@@ -195,6 +195,73 @@ static void bias_act_rows_portable(int rows, size_t cols, float *y, const float 
 	}
 }
 
+/* Sums in eight independent chains: one chain is bound by the add latency. */
+static void ln_row_portable(int d, const float *x, const float *g, const float *b, float *y,
+			    float *mean, float *rstd)
+{
+	float acc[8] = { 0 };
+	int j = 0;
+	for (; j + 8 <= d; j += 8)
+		for (int l = 0; l < 8; l++)
+			acc[l] += x[j + l];
+	float s = 0.0f;
+	for (int l = 0; l < 8; l++)
+		s += acc[l];
+	for (; j < d; j++)
+		s += x[j];
+	float mu = s / (float)d;
+	for (int l = 0; l < 8; l++)
+		acc[l] = 0.0f;
+	for (j = 0; j + 8 <= d; j += 8)
+		for (int l = 0; l < 8; l++)
+			acc[l] += (x[j + l] - mu) * (x[j + l] - mu);
+	float v = 0.0f;
+	for (int l = 0; l < 8; l++)
+		v += acc[l];
+	for (; j < d; j++)
+		v += (x[j] - mu) * (x[j] - mu);
+	float rs = 1.0f / sqrtf(v / (float)d + 1e-5f);
+	for (j = 0; j < d; j++)
+		y[j] = (x[j] - mu) * rs * (g ? g[j] : 1.0f) + (b ? b[j] : 0.0f);
+	if (mean)
+		*mean = mu;
+	if (rstd)
+		*rstd = rs;
+}
+
+/* dxhat = dy * gamma; dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)). */
+static void ln_row_grad_portable(int d, const float *x, const float *g, float mu, float rs,
+				 const float *dy, float *dx, float *dg, float *db)
+{
+	float a1[8] = { 0 }, a2[8] = { 0 };
+	int j = 0;
+	for (; j + 8 <= d; j += 8)
+		for (int l = 0; l < 8; l++) {
+			float gv = dy[j + l] * (g ? g[j + l] : 1.0f);
+			a1[l] += gv;
+			a2[l] += gv * (x[j + l] - mu) * rs;
+		}
+	float sg = 0.0f, sgx = 0.0f;
+	for (int l = 0; l < 8; l++)
+		sg += a1[l], sgx += a2[l];
+	for (; j < d; j++) {
+		float gv = dy[j] * (g ? g[j] : 1.0f);
+		sg += gv;
+		sgx += gv * (x[j] - mu) * rs;
+	}
+	sg /= (float)d;
+	sgx /= (float)d;
+	for (j = 0; j < d; j++) {
+		float xh = (x[j] - mu) * rs;
+		if (dg)
+			dg[j] += dy[j] * xh;
+		if (db)
+			db[j] += dy[j];
+		if (dx)
+			dx[j] = rs * (dy[j] * (g ? g[j] : 1.0f) - sg - xh * sgx);
+	}
+}
+
 static void softmax_row_portable(float *s, int n)
 {
 	float mx = -INFINITY;
@@ -215,6 +282,8 @@ static void softmax_grad_row_portable(int n, const float *p, float *dp, float sc
 }
 
 static const ops_kernels ops_portable = {
+	.ln_row = ln_row_portable,
+	.ln_row_grad = ln_row_grad_portable,
 	.bias_act_rows = bias_act_rows_portable,
 	.softmax_row = softmax_row_portable,
 	.softmax_grad_row = softmax_grad_row_portable,
@@ -541,61 +610,94 @@ void tm_gelu_backward_ctx(const tm_ctx *ctx, size_t len, const float *x, const f
 void tm_layernorm_forward(int rows, int d, const float *x, const float *gamma,
 			  const float *beta, float *y, float *mean, float *rstd)
 {
-	for (int r = 0; r < rows; r++) {
-		const float *xr = x + (size_t)r * d;
-		float *yr = y + (size_t)r * d;
-		float s = 0.0f;
-		for (int j = 0; j < d; j++)
-			s += xr[j];
-		float mu = s / (float)d;
-		float v = 0.0f;
-		for (int j = 0; j < d; j++) {
-			float c = xr[j] - mu;
-			v += c * c;
-		}
-		float rs = 1.0f / sqrtf(v / (float)d + 1e-5f);
-		for (int j = 0; j < d; j++) {
-			float xh = (xr[j] - mu) * rs;
-			yr[j] = xh * (gamma ? gamma[j] : 1.0f) + (beta ? beta[j] : 0.0f);
-		}
-		if (mean)
-			mean[r] = mu;
-		if (rstd)
-			rstd[r] = rs;
-	}
+	for (int r = 0; r < rows; r++)
+		ln_row_portable(d, x + (size_t)r * d, gamma, beta, y + (size_t)r * d,
+				mean ? mean + r : NULL, rstd ? rstd + r : NULL);
 }
 
 void tm_layernorm_backward(int rows, int d, const float *x, const float *gamma,
 			   const float *mean, const float *rstd, const float *dy, float *dx,
 			   float *dgamma, float *dbeta)
 {
-	for (int r = 0; r < rows; r++) {
-		const float *xr = x + (size_t)r * d;
-		const float *gr = dy + (size_t)r * d;
-		float mu = mean[r], rs = rstd[r];
-		/* dxhat = dy * gamma; dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) */
-		float sg = 0.0f, sgx = 0.0f;
+	for (int r = 0; r < rows; r++)
+		ln_row_grad_portable(d, x + (size_t)r * d, gamma, mean[r], rstd[r],
+				     dy + (size_t)r * d, dx ? dx + (size_t)r * d : NULL, dgamma, dbeta);
+}
+
+/* Rows per task of the ctx variants.  Fixed, so the dgamma/dbeta partial sums (one per chunk,
+ * added in chunk order) do not depend on the thread count. */
+#define LN_CHUNK 64
+
+typedef struct ln_job {
+	const ops_kernels *k;
+	int rows, d;
+	const float *x, *gamma, *beta, *mean, *rstd, *dy;
+	float *y, *mu_out, *rs_out, *dx, *dgamma, *dbeta;
+	float *partial;  /* (chunks - 1, 2d): dgamma then dbeta of chunks 1.. */
+} ln_job;
+
+static void ln_fwd_task(void *arg, int task)
+{
+	ln_job *l = arg;
+	int lo = task * LN_CHUNK, hi = lo + LN_CHUNK < l->rows ? lo + LN_CHUNK : l->rows;
+	for (int r = lo; r < hi; r++)
+		l->k->ln_row(l->d, l->x + (size_t)r * l->d, l->gamma, l->beta,
+			     l->y + (size_t)r * l->d, l->mu_out ? l->mu_out + r : NULL,
+			     l->rs_out ? l->rs_out + r : NULL);
+}
+
+static void ln_bwd_task(void *arg, int task)
+{
+	ln_job *l = arg;
+	int lo = task * LN_CHUNK, hi = lo + LN_CHUNK < l->rows ? lo + LN_CHUNK : l->rows;
+	float *dg = l->dgamma, *db = l->dbeta;
+	if (task > 0 && l->partial) {
+		float *part = l->partial + (size_t)(task - 1) * 2 * l->d;
+		dg = dg ? part : NULL;
+		db = db ? part + l->d : NULL;
+	}
+	for (int r = lo; r < hi; r++)
+		l->k->ln_row_grad(l->d, l->x + (size_t)r * l->d, l->gamma, l->mean[r], l->rstd[r],
+				  l->dy + (size_t)r * l->d, l->dx ? l->dx + (size_t)r * l->d : NULL,
+				  dg, db);
+}
+
+void tm_layernorm_forward_ctx(const tm_ctx *ctx, int rows, int d, const float *x,
+			      const float *gamma, const float *beta, float *y, float *mean,
+			      float *rstd)
+{
+	if (rows <= 0 || d <= 0)
+		return;
+	ln_job l = { .k = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .rows = rows, .d = d, .x = x,
+		     .gamma = gamma, .beta = beta, .y = y, .mu_out = mean, .rs_out = rstd };
+	tm_pool_run(ctx_pool(ctx), (rows + LN_CHUNK - 1) / LN_CHUNK, ln_fwd_task, &l);
+}
+
+void tm_layernorm_backward_ctx(const tm_ctx *ctx, int rows, int d, const float *x,
+			       const float *gamma, const float *mean, const float *rstd,
+			       const float *dy, float *dx, float *dgamma, float *dbeta)
+{
+	if (rows <= 0 || d <= 0)
+		return;
+	int chunks = (rows + LN_CHUNK - 1) / LN_CHUNK;
+	ln_job l = { .k = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .rows = rows, .d = d, .x = x,
+		     .gamma = gamma, .mean = mean, .rstd = rstd, .dy = dy, .dx = dx,
+		     .dgamma = dgamma, .dbeta = dbeta };
+	if (chunks > 1 && (dgamma || dbeta))
+		l.partial = tm_xcalloc((size_t)(chunks - 1) * 2 * d, sizeof(float));
+	tm_pool_run(ctx_pool(ctx), chunks, ln_bwd_task, &l);
+	if (!l.partial)
+		return;
+	for (int c = 1; c < chunks; c++) {
+		const float *part = l.partial + (size_t)(c - 1) * 2 * d;
 		for (int j = 0; j < d; j++) {
-			float xh = (xr[j] - mu) * rs;
-			float g = gr[j] * (gamma ? gamma[j] : 1.0f);
-			sg += g;
-			sgx += g * xh;
 			if (dgamma)
-				dgamma[j] += gr[j] * xh;
+				dgamma[j] += part[j];
 			if (dbeta)
-				dbeta[j] += gr[j];
-		}
-		sg /= (float)d;
-		sgx /= (float)d;
-		if (!dx)
-			continue;
-		float *dr = dx + (size_t)r * d;
-		for (int j = 0; j < d; j++) {
-			float xh = (xr[j] - mu) * rs;
-			float g = gr[j] * (gamma ? gamma[j] : 1.0f);
-			dr[j] = rs * (g - sg - xh * sgx);
+				dbeta[j] += part[d + j];
 		}
 	}
+	free(l.partial);
 }
 
 // ---- softmax ----

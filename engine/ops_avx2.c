@@ -188,6 +188,77 @@ static void softmax_grad_row_avx2(int n, const float *p, float *dp, float scale)
 	}
 }
 
+// ---- layernorm ----
+
+static void ln_row_avx2(int d, const float *x, const float *g, const float *b, float *y,
+			 float *mean, float *rstd)
+{
+	__m256 s0 = _mm256_setzero_ps(), s1 = s0;
+	int j = 0;
+	for (; j + 16 <= d; j += 16) {
+		s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + j));
+		s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + j + 8));
+	}
+	for (; j < d; j += 8)
+		s0 = _mm256_add_ps(s0, ld8(x + j, d - j));
+	float mu = hsum8(_mm256_add_ps(s0, s1)) / (float)d;
+	__m256 m = _mm256_set1_ps(mu), v0 = _mm256_setzero_ps(), v1 = v0;
+	for (j = 0; j + 16 <= d; j += 16) {
+		__m256 c0 = _mm256_sub_ps(_mm256_loadu_ps(x + j), m);
+		__m256 c1 = _mm256_sub_ps(_mm256_loadu_ps(x + j + 8), m);
+		v0 = _mm256_fmadd_ps(c0, c0, v0);
+		v1 = _mm256_fmadd_ps(c1, c1, v1);
+	}
+	for (; j < d; j += 8) {
+		int w = d - j;
+		/* masked-off lanes load 0 and would add mu^2: mask them out of c */
+		__m256 c = _mm256_sub_ps(ld8(x + j, w), m);
+		c = w >= 8 ? c : _mm256_and_ps(c, _mm256_castsi256_ps(tail_mask((size_t)w)));
+		v0 = _mm256_fmadd_ps(c, c, v0);
+	}
+	float rs = 1.0f / sqrtf(hsum8(_mm256_add_ps(v0, v1)) / (float)d + 1e-5f);
+	__m256 r = _mm256_set1_ps(rs), one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+	for (j = 0; j < d; j += 8) {
+		int w = d - j;
+		__m256 xh = _mm256_mul_ps(_mm256_sub_ps(ld8(x + j, w), m), r);
+		__m256 gv = g ? ld8(g + j, w) : one, bv = b ? ld8(b + j, w) : zero;
+		st8(y + j, w, _mm256_fmadd_ps(xh, gv, bv));
+	}
+	if (mean)
+		*mean = mu;
+	if (rstd)
+		*rstd = rs;
+}
+
+static void ln_row_grad_avx2(int d, const float *x, const float *g, float mu, float rs,
+			      const float *dy, float *dx, float *dg, float *db)
+{
+	__m256 m = _mm256_set1_ps(mu), r = _mm256_set1_ps(rs), one = _mm256_set1_ps(1.0f);
+	__m256 a1 = _mm256_setzero_ps(), a2 = a1;
+	for (int j = 0; j < d; j += 8) {
+		int w = d - j;
+		__m256 gy = ld8(dy + j, w);
+		__m256 xh = _mm256_mul_ps(_mm256_sub_ps(ld8(x + j, w), m), r);
+		__m256 gv = _mm256_mul_ps(gy, g ? ld8(g + j, w) : one);
+		a1 = _mm256_add_ps(a1, gv); /* masked lanes: gy = 0, so gv = 0 */
+		a2 = _mm256_fmadd_ps(gv, xh, a2);
+		if (dg)
+			st8(dg + j, w, _mm256_fmadd_ps(gy, xh, ld8(dg + j, w)));
+		if (db)
+			st8(db + j, w, _mm256_add_ps(ld8(db + j, w), gy));
+	}
+	if (!dx)
+		return;
+	__m256 sg = _mm256_set1_ps(hsum8(a1) / (float)d), sgx = _mm256_set1_ps(hsum8(a2) / (float)d);
+	for (int j = 0; j < d; j += 8) {
+		int w = d - j;
+		__m256 xh = _mm256_mul_ps(_mm256_sub_ps(ld8(x + j, w), m), r);
+		__m256 gv = _mm256_mul_ps(ld8(dy + j, w), g ? ld8(g + j, w) : one);
+		__m256 t = _mm256_sub_ps(_mm256_sub_ps(gv, sg), _mm256_mul_ps(xh, sgx));
+		st8(dx + j, w, _mm256_mul_ps(r, t));
+	}
+}
+
 // ---- GELU ----
 
 /* 0.5 * (1 + tanh(u)) = sigmoid(2u) with u = sqrt(2/pi) * (x + 0.044715 x^3). */
@@ -260,6 +331,8 @@ static void gelu_backward_avx2(size_t len, const float *x, const float *dy, floa
 // ---- kernel set ----
 
 const ops_kernels tm_ops_avx2 = {
+	.ln_row = ln_row_avx2,
+	.ln_row_grad = ln_row_grad_avx2,
 	.bias_act_rows = bias_act_rows_avx2,
 	.softmax_row = softmax_row_avx2,
 	.softmax_grad_row = softmax_grad_row_avx2,

@@ -165,6 +165,77 @@ static void softmax_grad_row_avx512(int n, const float *p, float *dp, float scal
 	}
 }
 
+// ---- layernorm ----
+
+static void ln_row_avx512(int d, const float *x, const float *g, const float *b, float *y,
+			 float *mean, float *rstd)
+{
+	__m512 s0 = _mm512_setzero_ps(), s1 = s0;
+	int j = 0;
+	for (; j + 32 <= d; j += 32) {
+		s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + j));
+		s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + j + 16));
+	}
+	for (; j < d; j += 16)
+		s0 = _mm512_add_ps(s0, ld16(x + j, d - j));
+	float mu = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)d;
+	__m512 m = _mm512_set1_ps(mu), v0 = _mm512_setzero_ps(), v1 = v0;
+	for (j = 0; j + 32 <= d; j += 32) {
+		__m512 c0 = _mm512_sub_ps(_mm512_loadu_ps(x + j), m);
+		__m512 c1 = _mm512_sub_ps(_mm512_loadu_ps(x + j + 16), m);
+		v0 = _mm512_fmadd_ps(c0, c0, v0);
+		v1 = _mm512_fmadd_ps(c1, c1, v1);
+	}
+	for (; j < d; j += 16) {
+		int w = d - j;
+		/* masked-off lanes load 0 and would add mu^2: mask them out of c */
+		__m512 c = _mm512_sub_ps(ld16(x + j, w), m);
+		c = w >= 16 ? c : _mm512_maskz_mov_ps(lanes(w), c);
+		v0 = _mm512_fmadd_ps(c, c, v0);
+	}
+	float rs = 1.0f / sqrtf(_mm512_reduce_add_ps(_mm512_add_ps(v0, v1)) / (float)d + 1e-5f);
+	__m512 r = _mm512_set1_ps(rs), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+	for (j = 0; j < d; j += 16) {
+		int w = d - j;
+		__m512 xh = _mm512_mul_ps(_mm512_sub_ps(ld16(x + j, w), m), r);
+		__m512 gv = g ? ld16(g + j, w) : one, bv = b ? ld16(b + j, w) : zero;
+		st16(y + j, w, _mm512_fmadd_ps(xh, gv, bv));
+	}
+	if (mean)
+		*mean = mu;
+	if (rstd)
+		*rstd = rs;
+}
+
+static void ln_row_grad_avx512(int d, const float *x, const float *g, float mu, float rs,
+			      const float *dy, float *dx, float *dg, float *db)
+{
+	__m512 m = _mm512_set1_ps(mu), r = _mm512_set1_ps(rs), one = _mm512_set1_ps(1.0f);
+	__m512 a1 = _mm512_setzero_ps(), a2 = a1;
+	for (int j = 0; j < d; j += 16) {
+		int w = d - j;
+		__m512 gy = ld16(dy + j, w);
+		__m512 xh = _mm512_mul_ps(_mm512_sub_ps(ld16(x + j, w), m), r);
+		__m512 gv = _mm512_mul_ps(gy, g ? ld16(g + j, w) : one);
+		a1 = _mm512_add_ps(a1, gv); /* masked lanes: gy = 0, so gv = 0 */
+		a2 = _mm512_fmadd_ps(gv, xh, a2);
+		if (dg)
+			st16(dg + j, w, _mm512_fmadd_ps(gy, xh, ld16(dg + j, w)));
+		if (db)
+			st16(db + j, w, _mm512_add_ps(ld16(db + j, w), gy));
+	}
+	if (!dx)
+		return;
+	__m512 sg = _mm512_set1_ps(_mm512_reduce_add_ps(a1) / (float)d), sgx = _mm512_set1_ps(_mm512_reduce_add_ps(a2) / (float)d);
+	for (int j = 0; j < d; j += 16) {
+		int w = d - j;
+		__m512 xh = _mm512_mul_ps(_mm512_sub_ps(ld16(x + j, w), m), r);
+		__m512 gv = _mm512_mul_ps(ld16(dy + j, w), g ? ld16(g + j, w) : one);
+		__m512 t = _mm512_sub_ps(_mm512_sub_ps(gv, sg), _mm512_mul_ps(xh, sgx));
+		st16(dx + j, w, _mm512_mul_ps(r, t));
+	}
+}
+
 // ---- GELU ----
 
 /* 0.5 * (1 + tanh(u)) = sigmoid(2u) with u = sqrt(2/pi) * (x + 0.044715 x^3). */
@@ -237,6 +308,8 @@ static void gelu_backward_avx512(size_t len, const float *x, const float *dy, fl
 // ---- kernel set ----
 
 const ops_kernels tm_ops_avx512 = {
+	.ln_row = ln_row_avx512,
+	.ln_row_grad = ln_row_grad_avx512,
 	.bias_act_rows = bias_act_rows_avx512,
 	.softmax_row = softmax_row_avx512,
 	.softmax_grad_row = softmax_grad_row_avx512,

@@ -2,8 +2,8 @@
  * set is one table row holding the loops worth vectorizing outside GEMM: the three row
  * primitives attention is built from (scores along columns of K^T, a weighted sum of rows, a
  * rank-1 row update; head_dim is small, so these beat GEMM calls on 128x128x16 blocks), softmax
- * rows forward and backward with the exponentials they need, GELU forward/backward, and the
- * bias + activation epilogue of the convolution.  ops.c picks the row from ctx->isa;
+ * rows forward and backward with the exponentials they need, GELU forward/backward, LayerNorm
+ * rows, and the bias + activation epilogue of the convolution.  ops.c picks the row from ctx->isa;
  * the portable row uses libm, the SIMD rows their own exp and agree with it to a few ulp. */
 #ifndef TM_OPS_INT_H
 #define TM_OPS_INT_H
@@ -13,6 +13,13 @@
 #include <stddef.h>
 
 typedef struct ops_kernels {
+	/* One LayerNorm row of d: y = (x - mean) * rstd * g + b (g, b may be NULL: 1 and 0);
+	 * mean and rstd may be NULL. */
+	void (*ln_row)(int d, const float *x, const float *g, const float *b, float *y,
+		       float *mean, float *rstd);
+	/* Its backward: dx (may be NULL) overwritten, dg and db (may be NULL) accumulated. */
+	void (*ln_row_grad)(int d, const float *x, const float *g, float mean, float rstd,
+			    const float *dy, float *dx, float *dg, float *db);
 	/* y (rows, cols) = act(y + b[row]) (b may be NULL): the conv epilogue; ReLU maps NaN to 0. */
 	void (*bias_act_rows)(int rows, size_t cols, float *y, const float *b, tm_act act);
 	/* s[j] = scale * sum_c q[c] * kt[c * ldkt + j] for j < n, c < hd. */

@@ -1004,6 +1004,79 @@ START_TEST(test_gelu_ctx_pool_and_alias)
 }
 END_TEST
 
+/* LayerNorm ctx variants on every kernel set against the plain functions: odd widths, several
+ * row chunks, NULL gamma/beta, accumulation into dgamma/dbeta, in-place-free dx overwrite. */
+START_TEST(test_layernorm_ctx_matches_portable)
+{
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	static const int ds[] = { 1, 3, 7, 16, 17, 63, 65, 129 };
+	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
+		if (!tm_isa_supported(&cpu, (tm_isa)isa))
+			continue;
+		tm_ctx ctx = { .isa = (tm_isa)isa };
+		for (size_t di = 0; di < sizeof(ds) / sizeof(ds[0]); di++) {
+			int d = ds[di], rows = di % 2 ? 130 : 5;
+			bool affine = di % 3 != 0;
+			size_t nx = (size_t)rows * d;
+			float *x = fvec(nx, 251 + di), *g = fvec((size_t)d, 252), *b = fvec((size_t)d, 253);
+			float *dy = fvec(nx, 254 + di);
+			float *y = fvec(nx, 0), *py = fvec(nx, 0), *mu = fvec((size_t)rows, 0);
+			float *rs = fvec((size_t)rows, 0), *pmu = fvec((size_t)rows, 0);
+			float *prs = fvec((size_t)rows, 0), *dx = fvec(nx, 0), *pdx = fvec(nx, 0);
+			float *dg = fvec((size_t)d, 0), *db = fvec((size_t)d, 0);
+			float *pdg = fvec((size_t)d, 0), *pdb = fvec((size_t)d, 0);
+			for (size_t i = 0; i < nx; i++)
+				x[i] = 3.0f * x[i] + 1.5f, dx[i] = 1e30f;
+			for (int j = 0; j < d; j++)
+				dg[j] = pdg[j] = 0.5f, db[j] = pdb[j] = -0.5f;
+			const float *gg = affine ? g : NULL, *bb = affine ? b : NULL;
+			tm_layernorm_forward(rows, d, x, gg, bb, py, pmu, prs);
+			tm_layernorm_forward_ctx(&ctx, rows, d, x, gg, bb, y, mu, rs);
+			double e1 = tt_max_rel_diff(y, py, nx), e2 = tt_max_rel_diff(rs, prs, (size_t)rows);
+			ck_assert_msg(e1 < 1e-5 && e2 < 1e-5, "%s d=%d: y %g rstd %g",
+				      tm_isa_name((tm_isa)isa), d, e1, e2);
+			tm_layernorm_backward(rows, d, x, gg, pmu, prs, dy, pdx, pdg, pdb);
+			tm_layernorm_backward_ctx(&ctx, rows, d, x, gg, pmu, prs, dy, dx, dg, db);
+			double e3 = tt_max_rel_diff(dx, pdx, nx), e4 = tt_max_rel_diff(dg, pdg, (size_t)d);
+			double e5 = tt_max_rel_diff(db, pdb, (size_t)d);
+			ck_assert_msg(e3 < 1e-5 && e4 < 1e-5 && e5 < 1e-5, "%s d=%d: dx %g dgamma %g dbeta %g",
+				      tm_isa_name((tm_isa)isa), d, e3, e4, e5);
+			free(x), free(g), free(b), free(dy), free(y), free(py), free(mu), free(rs);
+			free(pmu), free(prs), free(dx), free(pdx), free(dg), free(db), free(pdg), free(pdb);
+		}
+	}
+}
+END_TEST
+
+START_TEST(test_layernorm_ctx_independent_of_threads)
+{
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	int rows = 333, d = 40;
+	size_t nx = (size_t)rows * d;
+	float *x = fvec(nx, 261), *g = fvec((size_t)d, 262), *b = fvec((size_t)d, 263);
+	float *dy = fvec(nx, 264), *mu = fvec((size_t)rows, 0), *rs = fvec((size_t)rows, 0);
+	float *y[3], *dx[3], *dg[3], *db[3];
+	for (int r = 0; r < 3; r++) {
+		tm_ctx ctx = { .isa = tm_isa_best(&cpu), .pool = r ? tm_pool_new(r + 1) : NULL };
+		y[r] = fvec(nx, 0), dx[r] = fvec(nx, 0), dg[r] = fvec((size_t)d, 0), db[r] = fvec((size_t)d, 0);
+		tm_layernorm_forward_ctx(&ctx, rows, d, x, g, b, y[r], mu, rs);
+		tm_layernorm_backward_ctx(&ctx, rows, d, x, g, mu, rs, dy, dx[r], dg[r], db[r]);
+		tm_pool_free(ctx.pool);
+	}
+	for (int r = 1; r < 3; r++) {
+		ck_assert_mem_eq(y[0], y[r], sizeof(float) * nx);
+		ck_assert_mem_eq(dx[0], dx[r], sizeof(float) * nx);
+		ck_assert_mem_eq(dg[0], dg[r], sizeof(float) * (size_t)d);
+		ck_assert_mem_eq(db[0], db[r], sizeof(float) * (size_t)d);
+	}
+	for (int r = 0; r < 3; r++)
+		free(y[r]), free(dx[r]), free(dg[r]), free(db[r]);
+	free(x), free(g), free(b), free(dy), free(mu), free(rs);
+}
+END_TEST
+
 /* Attention with every kernel set: forward against the explicit double loops, backward against
  * the portable backward, on odd lengths and head sizes (below, at and above the vector width),
  * without a mask, with contiguous segments and with segment ids reused out of order. */
@@ -1094,6 +1167,8 @@ Suite *ops_suite(void)
 	tcase_add_test(simd, test_simd_gelu_matches_portable);
 	tcase_add_test(simd, test_gelu_ctx_pool_and_alias);
 	tcase_add_test(simd, test_attention_every_isa_odd_sizes);
+	tcase_add_test(simd, test_layernorm_ctx_matches_portable);
+	tcase_add_test(simd, test_layernorm_ctx_independent_of_threads);
 	suite_add_tcase(s, simd);
 	return s;
 }
