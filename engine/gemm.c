@@ -124,6 +124,7 @@ typedef enum gemm_mode {
 	GEMM_BLOCKED = 0,  /* packed panels and the register-tile micro-kernel */
 	GEMM_DOT = 1,      /* X * W^T along k, no packing */
 	GEMM_GEMV = 2,     /* one row against prepacked panels */
+	GEMM_GEMV_ROWS = 3, /* one row against the rows of W (n, k) */
 } gemm_mode;
 
 typedef struct gemm_job {
@@ -145,13 +146,12 @@ typedef struct gemm_job {
 	int ntasks;
 } gemm_job;
 
-/* Pack op(A) for this block rather than read it in place: tall blocks amortise the copy, and a
- * row stride of a multiple of 4 KB would make the tile's rows collide in one L1 set. */
-static bool want_pack_a(const gemm_job *j, int rows)
+/* Read op(A) in place when its rows are contiguous along k (the micro-kernel broadcasts from
+ * them; measured faster than packing for every shape we run), else pack: a transposed A, or a
+ * row stride of a multiple of 4 KB, which would make the tile's rows collide in one L1 set. */
+static bool want_pack_a(const gemm_job *j)
 {
-	if (j->cs_a != 1)
-		return rows > j->ks->mr;
-	return rows >= 4 * j->ks->mr || (j->rs_a * (ptrdiff_t)sizeof(float)) % 4096 == 0;
+	return j->cs_a != 1 || (j->rs_a * (ptrdiff_t)sizeof(float)) % 4096 == 0;
 }
 
 static void run_blocked(const gemm_job *j, int m0, int m1, int n0, int n1)
@@ -161,7 +161,7 @@ static void run_blocked(const gemm_job *j, int m0, int m1, int n0, int n1)
 	int nkb = (k + ks->kc - 1) / ks->kc, kcb = (k + nkb - 1) / nkb;
 	int ncmax = n1 - n0 < ks->nc ? (n1 - n0 + NR - 1) / NR * NR : ks->nc;
 	int mcmax = m1 - m0 < ks->mc ? (m1 - m0 + MR - 1) / MR * MR : ks->mc;
-	bool pack_a = want_pack_a(j, m1 - m0);
+	bool pack_a = want_pack_a(j);
 	size_t bfl = j->bp ? 0 : (size_t)kcb * ncmax;
 	size_t afl = pack_a ? (size_t)kcb * mcmax : 0;
 	float stackbuf[GEMM_STACK_FLOATS] __attribute__((aligned(64)));
@@ -233,6 +233,9 @@ static void run_range(const gemm_job *j, int m0, int m1, int n0, int n1)
 		j->ks->dot(m1 - m0, n1 - n0, j->k, j->a + m0 * j->rs_a, j->rs_a, j->b + n0 * j->cs_b,
 			   j->cs_b, j->c + m0 * j->ldc + n0, j->ldc, &e);
 		break;
+	case GEMM_GEMV_ROWS:
+		j->ks->gemv_rows(n1 - n0, j->k, j->a, j->b + n0 * j->cs_b, j->cs_b, j->c + n0, &e);
+		break;
 	case GEMM_GEMV:
 		j->ks->gemv_panels(n1 - n0, j->k, j->a, j->bp + (size_t)(n0 / j->ks->nr) * j->k * j->ks->nr,
 				   j->c + n0, &e);
@@ -287,7 +290,7 @@ static void run_job(const tm_ctx *ctx, gemm_job *j)
 /* The dot-product kernel wins when few rows or few columns leave the tile half empty. */
 static bool want_dot(int m, int n, int k)
 {
-	return (m <= 2 || n <= 16) && k >= 8;
+	return (m <= 2 || (n <= 16 && k >= 256)) && k >= 8;
 }
 
 static void sgemm_simd(const tm_ctx *ctx, const gemm_kernels *ks, bool trans_a, bool trans_b,
@@ -297,7 +300,8 @@ static void sgemm_simd(const tm_ctx *ctx, const gemm_kernels *ks, bool trans_a, 
 {
 	gemm_job j = {
 		.ks = ks,
-		.mode = !trans_a && trans_b && want_dot(m, n, k) ? GEMM_DOT : GEMM_BLOCKED,
+		.mode = !trans_a && trans_b && m == 1 ? GEMM_GEMV_ROWS
+		      : !trans_a && trans_b && want_dot(m, n, k) ? GEMM_DOT : GEMM_BLOCKED,
 		.m = m, .n = n, .k = k,
 		.a = a,
 		.rs_a = trans_a ? 1 : lda,

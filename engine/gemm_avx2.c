@@ -84,10 +84,13 @@ INLINE void epi_store(__m256 acc, float *c, int n, __m256i mask, const float *bi
 
 // ---- micro-kernel ----
 
-/* The tile body for a compile-time row count; (rs, cs) are compile-time for packed A. */
-INLINE void tile_rows(const int mr, int nr, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs,
-		      const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
+/* The tile body for a compile-time row count; half: only the first 8 columns are live.  A is
+ * a packed panel (cs == MR, compile-time) or rows read in place (rs apart, cs == 1). */
+INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float *a,
+		      ptrdiff_t rs, ptrdiff_t cs, const float *b, float *c, ptrdiff_t ldc,
+		      const gemm_epi *e)
 {
+	const gemm_epi ev = *e;
 	__m256 c0[MR], c1[MR];
 #pragma GCC unroll 6
 	for (int i = 0; i < MR; i++) {
@@ -95,57 +98,75 @@ INLINE void tile_rows(const int mr, int nr, int kc, const float *a, ptrdiff_t rs
 			c0[i] = _mm256_setzero_ps();
 			c1[i] = _mm256_setzero_ps();
 			_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-			_mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+			if (!half)
+				_mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
 		}
 	}
+	/* rows read in place: two base pointers, rows at +0, +rs, +2rs of each */
+	const float *a0 = a, *a1 = a + 3 * rs;
 #pragma GCC unroll 4
 	for (int p = 0; p < kc; p++) {
 		__m256 b0 = _mm256_load_ps(b);
-		__m256 b1 = _mm256_load_ps(b + 8);
+		__m256 b1 = half ? b0 : _mm256_load_ps(b + 8);
 		_mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
 #pragma GCC unroll 6
 		for (int i = 0; i < MR; i++) {
 			if (i < mr) {
-				__m256 av = _mm256_broadcast_ss(a + i * rs);
+				const float *ab = i < 3 ? a0 : a1;
+				__m256 av = _mm256_broadcast_ss(cs == MR ? a + i : ab + (i % 3) * rs);
 				c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
-				c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+				if (!half)
+					c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
 			}
 		}
-		a += cs;
+		if (cs == MR) {
+			a += MR;
+		} else {
+			a0 += cs;
+			a1 += cs;
+		}
 		b += NR;
 	}
 	int n1 = nr - 8;
 	__m256i m0 = lane_mask(nr), m1 = lane_mask(n1);
-	const float *bias1 = e->bias ? e->bias + 8 : NULL;
+	const float *bias1 = ev.bias ? ev.bias + 8 : NULL;
 #pragma GCC unroll 6
 	for (int i = 0; i < MR; i++) {
 		if (i < mr) {
-			epi_store(c0[i], c + i * ldc, nr, m0, e->bias, e);
-			if (n1 > 0)
-				epi_store(c1[i], c + i * ldc + 8, n1, m1, bias1, e);
+			epi_store(c0[i], c + i * ldc, nr, m0, ev.bias, &ev);
+			if (!half && n1 > 0)
+				epi_store(c1[i], c + i * ldc + 8, n1, m1, bias1, &ev);
 		}
 	}
 }
 
+#define TILE_CASE(MRC, RS, CS)                                                          \
+	case MRC:                                                                        \
+		if (nr <= 8)                                                             \
+			tile_rows(MRC, true, nr, kc, a, RS, CS, b, c, ldc, e);           \
+		else                                                                     \
+			tile_rows(MRC, false, nr, kc, a, RS, CS, b, c, ldc, e);          \
+		break;
+
 #define TILE_CASES(RS, CS)                                                              \
 	switch (mr) {                                                                    \
-	case 1: tile_rows(1, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 2: tile_rows(2, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 3: tile_rows(3, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 4: tile_rows(4, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 5: tile_rows(5, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	default: tile_rows(6, nr, kc, a, RS, CS, b, c, ldc, e); break;                   \
+	TILE_CASE(1, RS, CS)                                                             \
+	TILE_CASE(2, RS, CS)                                                             \
+	TILE_CASE(3, RS, CS)                                                             \
+	TILE_CASE(4, RS, CS)                                                             \
+	TILE_CASE(5, RS, CS)                                                             \
+	default:                                                                         \
+		TILE_CASE(6, RS, CS)                                                     \
 	}
 
+/* A is a packed panel (1, MR) or rows read in place (rs, 1); the driver packs any other. */
 static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
 		 const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
 {
-	if (rs_a == 1 && cs_a == MR) {
+	if (cs_a == MR) {
 		TILE_CASES(1, MR)
-	} else if (cs_a == 1) {
-		TILE_CASES(rs_a, 1)
 	} else {
-		TILE_CASES(rs_a, cs_a)
+		TILE_CASES(rs_a, 1)
 	}
 }
 
@@ -155,10 +176,12 @@ static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff
 INLINE void transpose8(__m256 r[8])
 {
 	__m256 t[8], u[8];
+#pragma GCC unroll 16
 	for (int i = 0; i < 4; i++) {
 		t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
 		t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
 	}
+#pragma GCC unroll 16
 	for (int i = 0; i < 2; i++) {
 		u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
 		u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
@@ -166,6 +189,7 @@ INLINE void transpose8(__m256 r[8])
 		u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
 	}
 	/* u[4g + e] holds, for rows 4g..4g+3, columns e (low 128 bits) and e + 4 (high) */
+#pragma GCC unroll 16
 	for (int e = 0; e < 4; e++) {
 		r[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
 		r[e + 4] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
@@ -179,16 +203,21 @@ INLINE void transpose_block(int nrows, int np, const float *src, ptrdiff_t rs, f
 {
 	__m256 r[8];
 	__m256i lm = lane_mask(np);
+#pragma GCC unroll 8
 	for (int q = 0; q < 8; q++)
 		r[q] = q < nrows ? load_lanes(src + q * rs, np, lm) : _mm256_setzero_ps();
 	transpose8(r);
 	if (nq == 8) {
-		for (int p = 0; p < np; p++)
-			_mm256_storeu_ps(dst + p * ld, r[p]);
+#pragma GCC unroll 8
+		for (int p = 0; p < 8; p++)
+			if (p < np)
+				_mm256_storeu_ps(dst + p * ld, r[p]);
 	} else {
 		__m256i sm = lane_mask(nq);
-		for (int p = 0; p < np; p++)
-			_mm256_maskstore_ps(dst + p * ld, sm, r[p]);
+#pragma GCC unroll 8
+		for (int p = 0; p < 8; p++)
+			if (p < np)
+				_mm256_maskstore_ps(dst + p * ld, sm, r[p]);
 	}
 }
 
@@ -231,6 +260,10 @@ static void pack_a(int mc, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs, f
 				int np = kc - p < 8 ? kc - p : 8;
 				transpose_block(ni, np, src + p, rs, dst + p * MR, MR, MR);
 			}
+		} else if (rs == 1) {
+			__m256i lm = lane_mask(ni), sm = lane_mask(MR);
+			for (int p = 0; p < kc; p++)
+				_mm256_maskstore_ps(dst + p * MR, sm, _mm256_maskload_ps(src + p * cs, lm));
 		} else {
 			for (int p = 0; p < kc; p++)
 				for (int i = 0; i < MR; i++)
@@ -245,9 +278,11 @@ static void pack_a(int mc, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs, f
 INLINE __m256 hsum8(__m256 v[8])
 {
 	__m256 s1[4], s2[2];
+#pragma GCC unroll 16
 	for (int a = 0; a < 4; a++)
 		s1[a] = _mm256_add_ps(_mm256_unpacklo_ps(v[2 * a], v[2 * a + 1]),
 				      _mm256_unpackhi_ps(v[2 * a], v[2 * a + 1]));
+#pragma GCC unroll 16
 	for (int a = 0; a < 2; a++)
 		s2[a] = _mm256_add_ps(_mm256_shuffle_ps(s1[2 * a], s1[2 * a + 1], 0x44),
 				      _mm256_shuffle_ps(s1[2 * a], s1[2 * a + 1], 0xEE));
@@ -299,15 +334,18 @@ INLINE void dot_tile(const int R, int nw, int k, const float *x, ptrdiff_t ldx, 
 				acc[r * W + q] = _mm256_fmadd_ps(xv[r], wv[q], acc[r * W + q]);
 	}
 	__m256 sums = hsum8(acc);
+	gemm_epi ev = *e;
 	__m256i nm = lane_mask(nw);
 	if (R == 1) {
-		epi_store(sums, c, nw, nm, bias, e);
+		epi_store(sums, c, nw, nm, bias, &ev);
 		return;
 	}
-	float buf[8] __attribute__((aligned(32)));
-	_mm256_store_ps(buf, sums);
+	/* lane r * W + q holds row r, column q: shift each row's lanes down for its store */
+	const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+#pragma GCC unroll 8
 	for (int r = 0; r < R; r++)
-		epi_store(_mm256_maskload_ps(buf + r * W, nm), c + r * ldc, nw, nm, bias, e);
+		epi_store(_mm256_permutevar8x32_ps(sums, _mm256_add_epi32(iota, _mm256_set1_epi32(r * W))),
+			  c + r * ldc, nw, nm, bias, &ev);
 }
 
 static void dot(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
@@ -342,6 +380,84 @@ static void dot(int m, int n, int k, const float *x, ptrdiff_t ldx, const float 
 	}
 }
 
+// ---- matrix-vector on rows of W ----
+
+#define GEMV_RG 4 /* rows of W streamed side by side */
+
+/* Rows q0..q0+RG-1 of an 8-row tile: RG rows side by side, two accumulators each taking
+ * alternate chunks of 8; v[q] gets each row's vector of partial sums. */
+INLINE void gemv_rows_group(const int RG, int q0, int nw, int k, const float *x,
+			    const float *w, ptrdiff_t ldw, __m256 v[8])
+{
+	__m256 a0[4], a1[4];
+	const float *wr[4];
+	int k16 = k & ~15, k8 = k & ~7;
+#pragma GCC unroll 4
+	for (int r = 0; r < RG; r++) {
+		a0[r] = _mm256_setzero_ps();
+		a1[r] = _mm256_setzero_ps();
+		wr[r] = w + (q0 + r < nw ? q0 + r : 0) * ldw;
+	}
+	int p = 0;
+	for (; p < k16; p += 16) {
+		__m256 x0 = _mm256_loadu_ps(x + p), x1 = _mm256_loadu_ps(x + p + 8);
+#pragma GCC unroll 4
+		for (int r = 0; r < RG; r++) {
+			a0[r] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[r] + p), a0[r]);
+			a1[r] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(wr[r] + p + 8), a1[r]);
+		}
+	}
+	if (p < k8) {
+		__m256 x0 = _mm256_loadu_ps(x + p);
+#pragma GCC unroll 4
+		for (int r = 0; r < RG; r++)
+			a0[r] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[r] + p), a0[r]);
+		p += 8;
+		if (p < k) {
+			__m256i tm = lane_mask(k - p);
+			__m256 x1 = _mm256_maskload_ps(x + p, tm);
+#pragma GCC unroll 4
+			for (int r = 0; r < RG; r++)
+				a1[r] = _mm256_fmadd_ps(x1, _mm256_maskload_ps(wr[r] + p, tm), a1[r]);
+		}
+	} else if (p < k) {
+		__m256i tm = lane_mask(k - p);
+		__m256 x0 = _mm256_maskload_ps(x + p, tm);
+#pragma GCC unroll 4
+		for (int r = 0; r < RG; r++)
+			a0[r] = _mm256_fmadd_ps(x0, _mm256_maskload_ps(wr[r] + p, tm), a0[r]);
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < RG; r++)
+		v[q0 + r] = _mm256_add_ps(a0[r], a1[r]);
+}
+
+/* y(1, nw) = epi(x(1, k) * W(nw, k)^T) for nw <= 8 rows of W, reduced together. */
+INLINE void gemv_rows_tile(int nw, int k, const float *x, const float *w, ptrdiff_t ldw,
+			   float *y, const gemm_epi *e, const float *bias)
+{
+	__m256 v[8];
+	for (int q0 = 0; q0 < 8; q0 += GEMV_RG) {
+		if (q0 < nw) {
+			gemv_rows_group(GEMV_RG, q0, nw, k, x, w, ldw, v);
+		} else {
+#pragma GCC unroll 4
+			for (int q = 0; q < GEMV_RG; q++)
+				v[q0 + q] = _mm256_setzero_ps();
+		}
+	}
+	const gemm_epi ev = *e;
+	epi_store(hsum8(v), y, nw, lane_mask(nw), bias, &ev);
+}
+
+static void gemv_rows(int n, int k, const float *x, const float *w, ptrdiff_t ldw, float *y,
+		      const gemm_epi *e)
+{
+	for (int j = 0; j < n; j += 8)
+		gemv_rows_tile(n - j < 8 ? n - j : 8, k, x, w + j * ldw, ldw, y + j, e,
+			       e->bias ? e->bias + j : NULL);
+}
+
 // ---- matrix-vector on prepacked panels ----
 
 /* G panels side by side (G compile-time); the last one has nlast valid columns. */
@@ -363,14 +479,15 @@ INLINE void gemv_group(const int G, int nlast, int k, const float *x, const floa
 			acc[2 * g + 1] = _mm256_fmadd_ps(xv, _mm256_load_ps(bp + 8), acc[2 * g + 1]);
 		}
 	}
+	const gemm_epi ev = *e;
 #pragma GCC unroll 4
 	for (int g = 0; g < G; g++) {
 		int nv = g == G - 1 ? nlast : NR;
-		const float *bias = e->bias ? e->bias + g * NR : NULL;
-		epi_store(acc[2 * g], y + g * NR, nv, lane_mask(nv), bias, e);
+		const float *bias = ev.bias ? ev.bias + g * NR : NULL;
+		epi_store(acc[2 * g], y + g * NR, nv, lane_mask(nv), bias, &ev);
 		if (nv > 8)
 			epi_store(acc[2 * g + 1], y + g * NR + 8, nv - 8, lane_mask(nv - 8),
-				  bias ? bias + 8 : NULL, e);
+				  bias ? bias + 8 : NULL, &ev);
 	}
 }
 
@@ -407,4 +524,5 @@ const gemm_kernels tm_gemm_avx2 = {
 	.pack_a = pack_a,
 	.dot = dot,
 	.gemv_panels = gemv_panels,
+	.gemv_rows = gemv_rows,
 };

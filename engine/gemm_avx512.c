@@ -73,9 +73,11 @@ INLINE __mmask16 lane_mask(int n)
 // ---- micro-kernel ----
 
 /* The tile body for a compile-time row count; (rs, cs) are compile-time for packed A. */
-INLINE void tile_rows(const int mr, int nr, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs,
-		      const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
+INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float *a,
+		      ptrdiff_t rs, ptrdiff_t cs, const float *b, float *c, ptrdiff_t ldc,
+		      const gemm_epi *e)
 {
+	const gemm_epi ev = *e;
 	__m512 c0[MR], c1[MR];
 #pragma GCC unroll 12
 	for (int i = 0; i < MR; i++) {
@@ -83,63 +85,85 @@ INLINE void tile_rows(const int mr, int nr, int kc, const float *a, ptrdiff_t rs
 			c0[i] = _mm512_setzero_ps();
 			c1[i] = _mm512_setzero_ps();
 			_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-			_mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+			if (!half)
+				_mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
 		}
 	}
+	/* rows read in place: four base pointers, rows at +0, +rs, +2rs of each, so the
+	 * addresses fit x86 scaled-index modes without running out of registers */
+	const float *a0 = a, *a1 = a + 3 * rs, *a2 = a + 6 * rs, *a3 = a + 9 * rs;
 #pragma GCC unroll 4
 	for (int p = 0; p < kc; p++) {
 		__m512 b0 = _mm512_load_ps(b);
-		__m512 b1 = _mm512_load_ps(b + 16);
+		__m512 b1 = half ? b0 : _mm512_load_ps(b + 16);
 		_mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
-		_mm_prefetch((const char *)(b + 8 * NR + 16), _MM_HINT_T0);
+		if (!half)
+			_mm_prefetch((const char *)(b + 8 * NR + 16), _MM_HINT_T0);
 #pragma GCC unroll 12
 		for (int i = 0; i < MR; i++) {
 			if (i < mr) {
-				__m512 av = _mm512_set1_ps(a[i * rs]);
+				const float *ab = i < 3 ? a0 : i < 6 ? a1 : i < 9 ? a2 : a3;
+				__m512 av = _mm512_set1_ps(cs == MR ? a[i] : ab[(i % 3) * rs]);
 				c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
-				c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+				if (!half)
+					c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
 			}
 		}
-		a += cs;
+		if (cs == MR) {
+			a += MR;
+		} else {
+			a0 += cs;
+			a1 += cs;
+			a2 += cs;
+			a3 += cs;
+		}
 		b += NR;
 	}
 	__mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
-	const float *bias1 = e->bias ? e->bias + 16 : NULL;
+	const float *bias1 = ev.bias ? ev.bias + 16 : NULL;
 #pragma GCC unroll 12
 	for (int i = 0; i < MR; i++) {
 		if (i < mr) {
-			epi_store(c0[i], c + i * ldc, m0, e->bias, e);
-			if (m1)
-				epi_store(c1[i], c + i * ldc + 16, m1, bias1, e);
+			epi_store(c0[i], c + i * ldc, m0, ev.bias, &ev);
+			if (!half && m1)
+				epi_store(c1[i], c + i * ldc + 16, m1, bias1, &ev);
 		}
 	}
 }
 
+#define TILE_CASE(MRC, RS, CS)                                                          \
+	case MRC:                                                                        \
+		if (nr <= 16)                                                            \
+			tile_rows(MRC, true, nr, kc, a, RS, CS, b, c, ldc, e);           \
+		else                                                                     \
+			tile_rows(MRC, false, nr, kc, a, RS, CS, b, c, ldc, e);          \
+		break;
+
 #define TILE_CASES(RS, CS)                                                              \
 	switch (mr) {                                                                    \
-	case 1: tile_rows(1, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 2: tile_rows(2, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 3: tile_rows(3, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 4: tile_rows(4, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 5: tile_rows(5, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 6: tile_rows(6, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 7: tile_rows(7, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 8: tile_rows(8, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 9: tile_rows(9, nr, kc, a, RS, CS, b, c, ldc, e); break;                    \
-	case 10: tile_rows(10, nr, kc, a, RS, CS, b, c, ldc, e); break;                  \
-	case 11: tile_rows(11, nr, kc, a, RS, CS, b, c, ldc, e); break;                  \
-	default: tile_rows(12, nr, kc, a, RS, CS, b, c, ldc, e); break;                  \
+	TILE_CASE(1, RS, CS)                                                             \
+	TILE_CASE(2, RS, CS)                                                             \
+	TILE_CASE(3, RS, CS)                                                             \
+	TILE_CASE(4, RS, CS)                                                             \
+	TILE_CASE(5, RS, CS)                                                             \
+	TILE_CASE(6, RS, CS)                                                             \
+	TILE_CASE(7, RS, CS)                                                             \
+	TILE_CASE(8, RS, CS)                                                             \
+	TILE_CASE(9, RS, CS)                                                             \
+	TILE_CASE(10, RS, CS)                                                            \
+	TILE_CASE(11, RS, CS)                                                            \
+	default:                                                                         \
+		TILE_CASE(12, RS, CS)                                                    \
 	}
 
+/* A is a packed panel (1, MR) or rows read in place (rs, 1); the driver packs any other. */
 static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
 		 const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
 {
-	if (rs_a == 1 && cs_a == MR) {
+	if (cs_a == MR) {
 		TILE_CASES(1, MR)
-	} else if (cs_a == 1) {
-		TILE_CASES(rs_a, 1)
 	} else {
-		TILE_CASES(rs_a, cs_a)
+		TILE_CASES(rs_a, 1)
 	}
 }
 
@@ -149,10 +173,12 @@ static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff
 INLINE void transpose16(__m512 r[16])
 {
 	__m512 t[16], u[16];
+#pragma GCC unroll 16
 	for (int i = 0; i < 8; i++) {
 		t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
 		t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
 	}
+#pragma GCC unroll 16
 	for (int i = 0; i < 4; i++) {
 		u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
 		u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
@@ -160,6 +186,7 @@ INLINE void transpose16(__m512 r[16])
 		u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
 	}
 	/* u[4g + e] holds, for rows 4g..4g+3, columns e, e+4, e+8, e+12 (one per 128-bit lane) */
+#pragma GCC unroll 16
 	for (int e = 0; e < 4; e++) {
 		__m512 v0 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88);
 		__m512 v1 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xDD);
@@ -179,11 +206,14 @@ INLINE void transpose_block(int nrows, int np, const float *src, ptrdiff_t rs, f
 {
 	__m512 r[16];
 	__mmask16 lm = lane_mask(np);
+#pragma GCC unroll 16
 	for (int q = 0; q < 16; q++)
 		r[q] = q < nrows ? _mm512_maskz_loadu_ps(lm, src + q * rs) : _mm512_setzero_ps();
 	transpose16(r);
-	for (int p = 0; p < np; p++)
-		_mm512_mask_storeu_ps(dst + p * ld, store_mask, r[p]);
+#pragma GCC unroll 16
+	for (int p = 0; p < 16; p++)
+		if (p < np)
+			_mm512_mask_storeu_ps(dst + p * ld, store_mask, r[p]);
 }
 
 static void pack_b(int kc, int nc, const float *b, ptrdiff_t rs, ptrdiff_t cs, float *dst,
@@ -243,9 +273,11 @@ static void pack_a(int mc, int kc, const float *a, ptrdiff_t rs, ptrdiff_t cs, f
 INLINE __m512 hsum16(__m512 v[16])
 {
 	__m512 s1[8], s2[4];
+#pragma GCC unroll 16
 	for (int a = 0; a < 8; a++)
 		s1[a] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * a], v[2 * a + 1]),
 				      _mm512_unpackhi_ps(v[2 * a], v[2 * a + 1]));
+#pragma GCC unroll 16
 	for (int a = 0; a < 4; a++)
 		s2[a] = _mm512_add_ps(_mm512_shuffle_ps(s1[2 * a], s1[2 * a + 1], 0x44),
 				      _mm512_shuffle_ps(s1[2 * a], s1[2 * a + 1], 0xEE));
@@ -301,15 +333,39 @@ INLINE void dot_tile(const int R, int nw, int k, const float *x, ptrdiff_t ldx, 
 				acc[r * W + q] = _mm512_fmadd_ps(xv[r], wv[q], acc[r * W + q]);
 	}
 	__m512 sums = hsum16(acc);
+	gemm_epi ev = *e;
+	__mmask16 nm = lane_mask(nw);
 	if (R == 1) {
-		epi_store(sums, c, lane_mask(nw), bias, e);
+		epi_store(sums, c, nm, bias, &ev);
 		return;
 	}
-	float buf[16] __attribute__((aligned(64)));
-	_mm512_store_ps(buf, sums);
+	/* lane r * W + q holds row r, column q: shift each row's lanes down for its store */
+	const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+					       14, 15);
+	if (ev.beta == 0.0f) {
+		/* C is not read: the epilogue runs once on the whole tile */
+		__m512 v = sums;
+		if (ev.alpha != 1.0f)
+			v = _mm512_mul_ps(v, _mm512_set1_ps(ev.alpha));
+		if (bias) {
+			__m512i col = _mm512_and_si512(iota, _mm512_set1_epi32(W - 1));
+			v = _mm512_add_ps(v, _mm512_permutexvar_ps(col, _mm512_maskz_loadu_ps(nm, bias)));
+		}
+		if (ev.act == TM_ACT_RELU)
+			v = _mm512_max_ps(v, _mm512_setzero_ps());
+		else if (ev.act == TM_ACT_GELU)
+			v = gelu_ps(v);
+#pragma GCC unroll 16
+		for (int r = 0; r < R; r++)
+			_mm512_mask_storeu_ps(c + r * ldc, nm,
+					      _mm512_permutexvar_ps(_mm512_add_epi32(iota,
+							_mm512_set1_epi32(r * W)), v));
+		return;
+	}
+#pragma GCC unroll 16
 	for (int r = 0; r < R; r++)
-		epi_store(_mm512_maskz_loadu_ps(lane_mask(nw), buf + r * W), c + r * ldc,
-			  lane_mask(nw), bias, e);
+		epi_store(_mm512_permutexvar_ps(_mm512_add_epi32(iota, _mm512_set1_epi32(r * W)), sums),
+			  c + r * ldc, nm, bias, &ev);
 }
 
 static void dot(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
@@ -345,6 +401,84 @@ static void dot(int m, int n, int k, const float *x, ptrdiff_t ldx, const float 
 	}
 }
 
+// ---- matrix-vector on rows of W ----
+
+#define GEMV_RG 4 /* rows of W streamed side by side */
+
+/* Rows q0..q0+RG-1 of a 16-row tile: RG rows side by side, two accumulators each taking
+ * alternate chunks of 16; v[q] gets each row's vector of partial sums. */
+INLINE void gemv_rows_group(const int RG, int q0, int nw, int k, const float *x,
+			    const float *w, ptrdiff_t ldw, __m512 v[16])
+{
+	__m512 a0[8], a1[8];
+	const float *wr[8];
+	int k32 = k & ~31, k16 = k & ~15;
+#pragma GCC unroll 8
+	for (int r = 0; r < RG; r++) {
+		a0[r] = _mm512_setzero_ps();
+		a1[r] = _mm512_setzero_ps();
+		wr[r] = w + (q0 + r < nw ? q0 + r : 0) * ldw;
+	}
+	int p = 0;
+	for (; p < k32; p += 32) {
+		__m512 x0 = _mm512_loadu_ps(x + p), x1 = _mm512_loadu_ps(x + p + 16);
+#pragma GCC unroll 8
+		for (int r = 0; r < RG; r++) {
+			a0[r] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(wr[r] + p), a0[r]);
+			a1[r] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(wr[r] + p + 16), a1[r]);
+		}
+	}
+	if (p < k16) {
+		__m512 x0 = _mm512_loadu_ps(x + p);
+#pragma GCC unroll 8
+		for (int r = 0; r < RG; r++)
+			a0[r] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(wr[r] + p), a0[r]);
+		p += 16;
+		if (p < k) {
+			__mmask16 tm = lane_mask(k - p);
+			__m512 x1 = _mm512_maskz_loadu_ps(tm, x + p);
+#pragma GCC unroll 8
+			for (int r = 0; r < RG; r++)
+				a1[r] = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(tm, wr[r] + p),
+							a1[r]);
+		}
+	} else if (p < k) {
+		__mmask16 tm = lane_mask(k - p);
+		__m512 x0 = _mm512_maskz_loadu_ps(tm, x + p);
+#pragma GCC unroll 8
+		for (int r = 0; r < RG; r++)
+			a0[r] = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(tm, wr[r] + p), a0[r]);
+	}
+#pragma GCC unroll 8
+	for (int r = 0; r < RG; r++)
+		v[q0 + r] = _mm512_add_ps(a0[r], a1[r]);
+}
+
+/* y(1, nw) = epi(x(1, k) * W(nw, k)^T) for nw <= 16 rows of W, reduced together. */
+INLINE void gemv_rows_tile(int nw, int k, const float *x, const float *w, ptrdiff_t ldw,
+			   float *y, const gemm_epi *e, const float *bias)
+{
+	__m512 v[16];
+	for (int q0 = 0; q0 < 16; q0 += GEMV_RG) {
+		if (q0 < nw) {
+			gemv_rows_group(GEMV_RG, q0, nw, k, x, w, ldw, v);
+		} else {
+			for (int q = q0; q < q0 + GEMV_RG; q++)
+				v[q] = _mm512_setzero_ps();
+		}
+	}
+	const gemm_epi ev = *e;
+	epi_store(hsum16(v), y, lane_mask(nw), bias, &ev);
+}
+
+static void gemv_rows(int n, int k, const float *x, const float *w, ptrdiff_t ldw, float *y,
+		      const gemm_epi *e)
+{
+	for (int j = 0; j < n; j += 16)
+		gemv_rows_tile(n - j < 16 ? n - j : 16, k, x, w + j * ldw, ldw, y + j, e,
+			       e->bias ? e->bias + j : NULL);
+}
+
 // ---- matrix-vector on prepacked panels ----
 
 /* G panels side by side (G compile-time); the last one has nlast valid columns. */
@@ -367,14 +501,15 @@ INLINE void gemv_group(const int G, int nlast, int k, const float *x, const floa
 			acc[2 * g + 1] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp + 16), acc[2 * g + 1]);
 		}
 	}
+	const gemm_epi ev = *e;
 #pragma GCC unroll 4
 	for (int g = 0; g < G; g++) {
 		int nv = g == G - 1 ? nlast : NR;
-		const float *bias = e->bias ? e->bias + g * NR : NULL;
-		epi_store(acc[2 * g], y + g * NR, lane_mask(nv), bias, e);
+		const float *bias = ev.bias ? ev.bias + g * NR : NULL;
+		epi_store(acc[2 * g], y + g * NR, lane_mask(nv), bias, &ev);
 		if (nv > 16)
 			epi_store(acc[2 * g + 1], y + g * NR + 16, lane_mask(nv - 16),
-				  bias ? bias + 16 : NULL, e);
+				  bias ? bias + 16 : NULL, &ev);
 	}
 }
 
@@ -411,4 +546,5 @@ const gemm_kernels tm_gemm_avx512 = {
 	.pack_a = pack_a,
 	.dot = dot,
 	.gemv_panels = gemv_panels,
+	.gemv_rows = gemv_rows,
 };

@@ -51,6 +51,9 @@ typedef struct gemm_kernels {
 	 * position in the tile. */
 	void (*dot)(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
 		    ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e);
+	/* y(1, n) = epi(x(1, k) * W(n, k)^T), W's rows streamed in order. */
+	void (*gemv_rows)(int n, int k, const float *x, const float *w, ptrdiff_t ldw, float *y,
+			  const gemm_epi *e);
 	/* y(1, n) = epi(x(1, k) * B) for B given as prepacked full-k panels. */
 	void (*gemv_panels)(int n, int k, const float *x, const float *panels, float *y,
 			    const gemm_epi *e);
