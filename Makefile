@@ -96,6 +96,7 @@ TEST_OBJS += tests/server/test_sha256.o
 TEST_OBJS += tests/integration/test_health.o
 TEST_OBJS += tests/integration/test_teams.o
 TEST_OBJS += tests/integration/test_api.o
+TEST_OBJS += tests/integration/test_submissions.o
 
 BENCH_OBJS += bench/bench.o
 BENCH_OBJS += bench/peak.o

@@ -5,6 +5,7 @@
 #include "events.h"
 
 #include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -278,11 +279,258 @@ static void api_validate(void *app_, const http_request *req, http_reply *rep)
 	cJSON_Delete(root);
 }
 
+// ---- submissions ----
+
+/* Strict positive integer id from a path segment. */
+static bool api_parse_id(const char *s, int64_t *id)
+{
+	if (!*s || strlen(s) > 18)
+		return false;
+	int64_t v = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (*p - '0');
+	}
+	*id = v;
+	return v > 0;
+}
+
+/* A form post (multipart, or urlencoded with a config= field).  `curl -d @config.json` sends
+ * a JSON document labelled as urlencoded: a body starting with '{' is taken as JSON. */
+static bool api_is_form(const http_request *req)
+{
+	const char *ct = http_request_header(req, "Content-Type");
+	if (!ct)
+		return false;
+	if (strncmp(ct, "multipart/form-data", 19) == 0)
+		return true;
+	if (strncmp(ct, "application/x-www-form-urlencoded", 33) != 0)
+		return false;
+	const char *p = req->body;
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	return *p != '{';
+}
+
+static void api_submission_create(void *app_, const http_request *req, http_reply *rep)
+{
+	srv_app *app = app_;
+	char *form[2] = { NULL, NULL }; /* config, token */
+	const char *config = req->body;
+	size_t config_len = req->body_len;
+	http_request authreq = *req;
+	if (api_is_form(req)) {
+		static const char *const names[] = { "config", "token" };
+		char err[160];
+		if (http_form_fields(req, names, form, 2, CFG_MAX_BYTES, err, sizeof(err)) != 0) {
+			http_reply_error(rep, 400, "invalid_form", NULL, "%s", err);
+			return;
+		}
+		if (!form[0]) {
+			http_reply_error(rep, 400, "missing_field", "config",
+					 "the form needs a 'config' field (text or file)");
+			goto out;
+		}
+		config = form[0];
+		config_len = strlen(form[0]);
+	}
+	api_auth auth;
+	if (form[1] && !http_request_header(req, "Authorization")) {
+		/* A browser form carries the token as a field instead of a header. */
+		uint8_t hash[32];
+		sha256(form[1], strlen(form[1]), hash);
+		memset(&auth, 0, sizeof(auth));
+		int rc = db_team_by_token(app->db, hash, &auth.team);
+		if (rc == DB_NOTFOUND) {
+			http_reply_error(rep, 401, "unauthorized", "token", "the token is not valid");
+			goto out;
+		}
+		if (api_db_failed(app, rc, rep))
+			goto out;
+		auth.who = API_TEAM;
+	} else if (api_authenticate(app, &authreq, &auth, rep) != 0) {
+		goto out;
+	}
+	if (auth.who == API_ANON) {
+		http_reply_error(rep, 401, "unauthorized", "Authorization",
+				 "submitting needs a team token: 'Authorization: Bearer TOKEN'");
+		goto out;
+	}
+	if (auth.who != API_TEAM) {
+		http_reply_error(rep, 403, "forbidden", "Authorization",
+				 "submissions belong to a team: use a team's token, not the admin token");
+		goto out;
+	}
+	if (!utf8_valid(config, config_len)) {
+		http_reply_error(rep, 400, "invalid_utf8", "config", "the config is not valid UTF-8");
+		goto out;
+	}
+	cfg_config c;
+	cfg_errors errs;
+	int rc = cfg_parse(config, config_len, NULL, &c, &errs);
+	if (rc != 0) {
+		cJSON *root = cJSON_CreateObject();
+		cJSON *e = cJSON_AddObjectToObject(root, "error");
+		cJSON_AddStringToObject(e, "code", errs.over_limit ? "resource_limit" : "invalid_config");
+		cJSON_AddStringToObject(e, "message", errs.e[0].msg);
+		cJSON_AddStringToObject(e, "field", errs.e[0].field);
+		cJSON *details = api_config_errors_json(&errs);
+		cJSON_AddItemToObject(root, "errors",
+				      cJSON_DetachItemFromObject(details, "errors"));
+		cJSON_Delete(details);
+		http_reply_json(rep, 400, cJSON_PrintUnformatted(root));
+		cJSON_Delete(root);
+		goto out;
+	}
+	uint8_t digest[32];
+	char sha_hex[65];
+	sha256(config, config_len, digest);
+	hex_encode(digest, 32, sha_hex);
+	char *config_copy = tm_xmalloc(config_len + 1);
+	memcpy(config_copy, config, config_len);
+	config_copy[config_len] = '\0';
+	db_quota q = { (int)app->opts->quota_queued, (int)app->opts->quota_per_day };
+	db_quota_hit hit = { 0 };
+	int64_t id = 0;
+	rc = db_submission_create(app->db, auth.team.id, c.event->name, c.open ? "open" : "closed",
+				  c.name, config_copy, sha_hex, &q, &id, &hit);
+	free(config_copy);
+	if (rc == DB_QUOTA) {
+		http_reply_error(rep, 429, "quota", NULL,
+				 "team '%s' has reached its %s quota of %d submissions", auth.team.name,
+				 hit.which, hit.limit);
+		rep->retry_after_s = hit.retry_after_s;
+		goto out;
+	}
+	if (api_db_failed(app, rc, rep))
+		goto out;
+	cJSON *root = cJSON_CreateObject();
+	cJSON_AddNumberToObject(root, "id", (double)id);
+	cJSON_AddStringToObject(root, "status", "queued");
+	cJSON_AddStringToObject(root, "event", c.event->name);
+	cJSON_AddStringToObject(root, "division", c.open ? "open" : "closed");
+	cJSON *links = cJSON_AddObjectToObject(root, "links");
+	char buf[96];
+	snprintf(buf, sizeof(buf), "/api/v1/submissions/%lld", (long long)id);
+	cJSON_AddStringToObject(links, "self", buf);
+	snprintf(rep->location, sizeof(rep->location), "%s", buf);
+	snprintf(buf, sizeof(buf), "/api/v1/submissions/%lld/events", (long long)id);
+	cJSON_AddStringToObject(links, "events", buf);
+	snprintf(buf, sizeof(buf), "/submissions/%lld", (long long)id);
+	cJSON_AddStringToObject(links, "page", buf);
+	snprintf(buf, sizeof(buf), "/api/v1/leaderboard/%s", c.event->name);
+	cJSON_AddStringToObject(links, "leaderboard", buf);
+	http_reply_json(rep, 202, cJSON_PrintUnformatted(root));
+	cJSON_Delete(root);
+	log_info(app->log, "submission accepted", "id=%lld team=%lld event=%s", (long long)id,
+		 (long long)auth.team.id, c.event->name);
+out:
+	free(form[0]);
+	free(form[1]);
+}
+
+static void api_submission_get(void *app_, const http_request *req, http_reply *rep)
+{
+	srv_app *app = app_;
+	int64_t id;
+	if (!api_parse_id(req->params[0], &id)) {
+		http_reply_error(rep, 404, "not_found", "id", "no submission '%.40s'", req->params[0]);
+		return;
+	}
+	api_auth auth;
+	if (api_authenticate(app, req, &auth, rep) != 0)
+		return;
+	db_submission s;
+	int rc = db_submission_get(app->db, id, &s);
+	if (rc == DB_NOTFOUND) {
+		http_reply_error(rep, 404, "not_found", "id", "no submission %lld", (long long)id);
+		return;
+	}
+	if (api_db_failed(app, rc, rep))
+		return;
+	bool visible = app->opts->publish_configs || auth.who == API_ADMIN ||
+		       (auth.who == API_TEAM && auth.team.id == s.team_id);
+	cJSON *root = cJSON_CreateObject();
+	cJSON_AddNumberToObject(root, "id", (double)s.id);
+	cJSON_AddStringToObject(root, "team", s.team_name);
+	cJSON_AddStringToObject(root, "event", s.event);
+	cJSON_AddStringToObject(root, "division", s.division);
+	cJSON_AddStringToObject(root, "name", s.name);
+	cJSON_AddStringToObject(root, "status", s.status);
+	if (s.error)
+		cJSON_AddStringToObject(root, "error", s.error);
+	else
+		cJSON_AddNullToObject(root, "error");
+	cJSON_AddNumberToObject(root, "attempts", s.attempts);
+	cJSON_AddStringToObject(root, "created_at", s.created_at);
+	cJSON_AddStringToObject(root, "started_at", s.started_at);
+	cJSON_AddStringToObject(root, "finished_at", s.finished_at);
+	cJSON_AddStringToObject(root, "config_sha256", s.config_sha256);
+	cJSON *cfg = visible ? cJSON_Parse(s.config) : NULL;
+	if (cfg)
+		cJSON_AddItemToObject(root, "config", cfg);
+	else
+		cJSON_AddNullToObject(root, "config");
+	cJSON_AddBoolToObject(root, "config_visible", visible);
+	cJSON *res = s.result ? cJSON_Parse(s.result) : NULL;
+	if (res)
+		cJSON_AddItemToObject(root, "result", res);
+	else
+		cJSON_AddNullToObject(root, "result");
+	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));
+	cJSON_Delete(root);
+	db_submission_release(&s);
+}
+
+static void api_submission_cancel(void *app_, const http_request *req, http_reply *rep)
+{
+	srv_app *app = app_;
+	int64_t id;
+	if (!api_parse_id(req->params[0], &id)) {
+		http_reply_error(rep, 404, "not_found", "id", "no submission '%.40s'", req->params[0]);
+		return;
+	}
+	api_auth auth;
+	if (api_authenticate(app, req, &auth, rep) != 0)
+		return;
+	if (auth.who == API_ANON) {
+		http_reply_error(rep, 401, "unauthorized", "Authorization",
+				 "cancelling needs the token of the submission's team");
+		return;
+	}
+	int rc = db_submission_cancel(app->db, id, auth.team.id, auth.who == API_ADMIN);
+	switch (rc) {
+	case DB_NOTFOUND:
+		http_reply_error(rep, 404, "not_found", "id", "no submission %lld", (long long)id);
+		return;
+	case DB_FORBIDDEN:
+		http_reply_error(rep, 403, "forbidden", "id",
+				 "submission %lld belongs to another team", (long long)id);
+		return;
+	case DB_CONFLICT:
+		http_reply_error(rep, 409, "conflict", "status",
+				 "submission %lld has already ended", (long long)id);
+		return;
+	}
+	if (api_db_failed(app, rc, rep))
+		return;
+	cJSON *root = cJSON_CreateObject();
+	cJSON_AddNumberToObject(root, "id", (double)id);
+	cJSON_AddStringToObject(root, "status", "cancelled");
+	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));
+	cJSON_Delete(root);
+	log_info(app->log, "submission cancelled", "id=%lld", (long long)id);
+}
+
 const http_route api_routes[] = {
 	{ "GET", "/healthz", api_healthz },
 	{ "GET", "/api/v1/healthz", api_healthz },
 	{ "POST", "/api/v1/teams", api_team_create },
 	{ "GET", "/api/v1/events", api_events },
 	{ "POST", "/api/v1/validate", api_validate },
+	{ "POST", "/api/v1/submissions", api_submission_create },
+	{ "GET", "/api/v1/submissions/{}", api_submission_get },
+	{ "DELETE", "/api/v1/submissions/{}", api_submission_cancel },
 };
 const size_t api_n_routes = sizeof(api_routes) / sizeof(api_routes[0]);

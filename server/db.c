@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 extern const char db_schema_sql[];
 
@@ -14,12 +15,38 @@ extern const char db_schema_sql[];
 enum db_stmt_id {
 	ST_TEAM_INSERT,
 	ST_TEAM_BY_TOKEN,
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_SUB_COUNT_ACTIVE,
+	ST_SUB_COUNT_DAY,
+	ST_SUB_INSERT,
+	ST_SUB_GET,
+	ST_SUB_CANCEL,
 	ST_COUNT
 };
 
 static const char *const db_stmt_sql[ST_COUNT] = {
 	[ST_TEAM_INSERT] = "INSERT INTO teams(name, token_hash) VALUES (?1, ?2)",
 	[ST_TEAM_BY_TOKEN] = "SELECT id, name, is_admin FROM teams WHERE token_hash = ?1",
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_SUB_COUNT_ACTIVE] = "SELECT count(*) FROM submissions WHERE team_id = ?1 "
+				"AND status IN ('queued', 'running')",
+	[ST_SUB_COUNT_DAY] = "SELECT count(*) FROM submissions WHERE team_id = ?1 "
+			     "AND created_at >= strftime('%Y-%m-%dT00:00:00', 'now') "
+			     "AND status NOT IN ('failed', 'cancelled')",
+	[ST_SUB_INSERT] = "INSERT INTO submissions(team_id, event, division, name, config, config_sha256) "
+			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[ST_SUB_GET] = "SELECT s.id, s.team_id, t.name, s.event, s.division, s.name, s.config, "
+		       "s.config_sha256, s.status, s.error, s.attempts, s.created_at, "
+		       "coalesce(s.started_at, ''), coalesce(s.finished_at, ''), r.result "
+		       "FROM submissions s JOIN teams t ON t.id = s.team_id "
+		       "LEFT JOIN results r ON r.submission_id = s.id WHERE s.id = ?1",
+	[ST_SUB_CANCEL] = "UPDATE submissions SET status = 'cancelled', "
+			  "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+			  "WHERE id = ?1 AND status IN ('queued', 'running')",
 };
 
 struct db {
@@ -239,4 +266,155 @@ int db_team_by_token(db *d, const uint8_t token_hash[32], db_team *out)
 	}
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? DB_NOTFOUND : db_map(rc);
+}
+
+// ---- submissions ----
+
+/* Run a statement that returns one integer. */
+static int db_scalar(db *d, enum db_stmt_id id, int64_t arg, int64_t *out)
+{
+	sqlite3_stmt *st = db_stmt(d, id);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_int64(st, 1, arg);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? DB_OK : db_map(rc);
+}
+
+static int db_step_done(db *d, enum db_stmt_id id)
+{
+	sqlite3_stmt *st = db_stmt(d, id);
+	if (!st)
+		return DB_ERROR;
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? DB_OK : db_map(rc);
+}
+
+static long seconds_to_utc_midnight(void)
+{
+	time_t now = time(NULL);
+	return 86400 - (long)(now % 86400);
+}
+
+int db_submission_create(db *d, int64_t team_id, const char *event, const char *division,
+			 const char *name, const char *config, const char *config_sha256,
+			 const db_quota *q, int64_t *id, db_quota_hit *hit)
+{
+	int rc = db_step_done(d, ST_BEGIN);
+	if (rc != DB_OK)
+		return rc;
+	int64_t active = 0, today = 0;
+	rc = db_scalar(d, ST_SUB_COUNT_ACTIVE, team_id, &active);
+	if (rc == DB_OK)
+		rc = db_scalar(d, ST_SUB_COUNT_DAY, team_id, &today);
+	if (rc == DB_OK && active >= q->max_queued) {
+		*hit = (db_quota_hit){ "queued", q->max_queued, 60 };
+		rc = DB_QUOTA;
+	} else if (rc == DB_OK && today >= q->max_per_day) {
+		*hit = (db_quota_hit){ "daily", q->max_per_day, seconds_to_utc_midnight() };
+		rc = DB_QUOTA;
+	}
+	if (rc == DB_OK) {
+		sqlite3_stmt *st = db_stmt(d, ST_SUB_INSERT);
+		if (!st) {
+			rc = DB_ERROR;
+		} else {
+			sqlite3_bind_int64(st, 1, team_id);
+			sqlite3_bind_text(st, 2, event, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(st, 3, division, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(st, 4, name, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(st, 5, config, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(st, 6, config_sha256, -1, SQLITE_TRANSIENT);
+			int s = sqlite3_step(st);
+			rc = s == SQLITE_DONE ? DB_OK : db_map(sqlite3_extended_errcode(d->h));
+			sqlite3_reset(st);
+			*id = sqlite3_last_insert_rowid(d->h);
+		}
+	}
+	if (rc == DB_OK)
+		rc = db_step_done(d, ST_COMMIT);
+	if (rc != DB_OK)
+		db_step_done(d, ST_ROLLBACK);
+	return rc;
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+	return t ? strdup((const char *)t) : NULL;
+}
+
+static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t len)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+	snprintf(dst, len, "%s", t ? (const char *)t : "");
+}
+
+int db_submission_get(db *d, int64_t id, db_submission *out)
+{
+	memset(out, 0, sizeof(*out));
+	sqlite3_stmt *st = db_stmt(d, ST_SUB_GET);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_int64(st, 1, id);
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return rc == SQLITE_DONE ? DB_NOTFOUND : db_map(rc);
+	}
+	out->id = sqlite3_column_int64(st, 0);
+	out->team_id = sqlite3_column_int64(st, 1);
+	col_copy(st, 2, out->team_name, sizeof(out->team_name));
+	col_copy(st, 3, out->event, sizeof(out->event));
+	col_copy(st, 4, out->division, sizeof(out->division));
+	out->name = col_dup(st, 5);
+	out->config = col_dup(st, 6);
+	col_copy(st, 7, out->config_sha256, sizeof(out->config_sha256));
+	col_copy(st, 8, out->status, sizeof(out->status));
+	out->error = col_dup(st, 9);
+	out->attempts = sqlite3_column_int(st, 10);
+	col_copy(st, 11, out->created_at, sizeof(out->created_at));
+	col_copy(st, 12, out->started_at, sizeof(out->started_at));
+	col_copy(st, 13, out->finished_at, sizeof(out->finished_at));
+	out->result = col_dup(st, 14);
+	sqlite3_reset(st);
+	if (!out->name || !out->config) {
+		db_submission_release(out);
+		return DB_ERROR;
+	}
+	return DB_OK;
+}
+
+void db_submission_release(db_submission *s)
+{
+	free(s->name);
+	free(s->config);
+	free(s->error);
+	free(s->result);
+	memset(s, 0, sizeof(*s));
+}
+
+int db_submission_cancel(db *d, int64_t id, int64_t team_id, bool admin)
+{
+	db_submission s;
+	int rc = db_submission_get(d, id, &s);
+	if (rc != DB_OK)
+		return rc;
+	bool mine = s.team_id == team_id;
+	db_submission_release(&s);
+	if (!mine && !admin)
+		return DB_FORBIDDEN;
+	sqlite3_stmt *st = db_stmt(d, ST_SUB_CANCEL);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_map(rc);
+	return sqlite3_changes(d->h) == 1 ? DB_OK : DB_CONFLICT;
 }

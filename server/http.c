@@ -79,6 +79,78 @@ const char *http_request_query(const http_request *req, const char *name)
 	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+// ---- forms ----
+
+typedef struct form_state {
+	const char *const *names;
+	char **values;
+	size_t *lens;
+	size_t n, max_each;
+	bool too_big;
+} form_state;
+
+static enum MHD_Result form_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+				 const char *filename, const char *content_type,
+				 const char *transfer_encoding, const char *data, uint64_t off,
+				 size_t size)
+{
+	(void)kind;
+	(void)filename;
+	(void)content_type;
+	(void)transfer_encoding;
+	(void)off;
+	form_state *fs = cls;
+	for (size_t i = 0; i < fs->n; i++) {
+		if (strcmp(key, fs->names[i]) != 0)
+			continue;
+		if (fs->lens[i] + size > fs->max_each) {
+			fs->too_big = true;
+			return MHD_NO;
+		}
+		char *v = realloc(fs->values[i], fs->lens[i] + size + 1);
+		if (!v)
+			return MHD_NO;
+		memcpy(v + fs->lens[i], data, size);
+		fs->lens[i] += size;
+		v[fs->lens[i]] = '\0';
+		fs->values[i] = v;
+	}
+	return MHD_YES;
+}
+
+int http_form_fields(const http_request *req, const char *const *names, char **values,
+		     size_t n, size_t max_each, char *err, size_t errlen)
+{
+	size_t lens[16] = { 0 };
+	for (size_t i = 0; i < n; i++)
+		values[i] = NULL;
+	if (n > 16) {
+		snprintf(err, errlen, "too many form fields requested");
+		return -1;
+	}
+	form_state fs = { names, values, lens, n, max_each, false };
+	struct MHD_PostProcessor *pp = MHD_create_post_processor(req->conn, 16 * 1024, form_iter, &fs);
+	if (!pp) {
+		snprintf(err, errlen, "the body must be multipart/form-data or "
+			 "application/x-www-form-urlencoded (with a boundary)");
+		return -1;
+	}
+	enum MHD_Result r = MHD_post_process(pp, req->body, req->body_len);
+	MHD_destroy_post_processor(pp);
+	if (fs.too_big || r != MHD_YES) {
+		for (size_t i = 0; i < n; i++) {
+			free(values[i]);
+			values[i] = NULL;
+		}
+		if (fs.too_big)
+			snprintf(err, errlen, "a form field is larger than %zu bytes", max_each);
+		else
+			snprintf(err, errlen, "the form data is malformed");
+		return -1;
+	}
+	return 0;
+}
+
 // ---- routing ----
 
 bool http_route_match(const char *pattern, const char *path, http_request *req)
@@ -143,6 +215,13 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, http_reply *rep)
 				rep->content_type ? rep->content_type : "text/plain");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (rep->retry_after_s > 0) {
+		char ra[32];
+		snprintf(ra, sizeof(ra), "%ld", rep->retry_after_s);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+	}
+	if (rep->location[0])
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, rep->location);
 	enum MHD_Result ret = MHD_queue_response(conn, (unsigned)rep->status, resp);
 	MHD_destroy_response(resp);
 	return ret;

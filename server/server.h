@@ -26,6 +26,9 @@ typedef struct srv_opts {
 	char admin_token_file[PATH_MAX];
 	char admin_token[256];       /* env TINYMLPERF_ADMIN_TOKEN only, never a flag */
 	bool open_registration;      /* anyone may POST /api/v1/teams */
+	bool publish_configs;        /* every viewer sees every config */
+	long quota_per_day;          /* submissions per team per UTC day */
+	long quota_queued;           /* submissions per team queued or running at once */
 	bool check_only;             /* --check: validate the configuration and exit */
 } srv_opts;
 
@@ -68,7 +71,9 @@ enum db_status {
 	DB_BUSY = -2,      /* SQLITE_BUSY/LOCKED: 503, nothing written */
 	DB_FULL = -3,      /* SQLITE_FULL: 503, nothing written */
 	DB_NOTFOUND = -4,
-	DB_CONFLICT = -5,  /* a UNIQUE constraint: 409 */
+	DB_CONFLICT = -5,  /* a UNIQUE constraint, or a state change that no longer applies: 409 */
+	DB_FORBIDDEN = -6, /* the row belongs to another team: 403 */
+	DB_QUOTA = -7,     /* a per-team quota would be exceeded: 429 */
 };
 
 typedef struct db_team {
@@ -80,6 +85,46 @@ typedef struct db_team {
 int db_team_create(db *d, const char *name, const uint8_t token_hash[32], int64_t *id);
 int db_team_by_token(db *d, const uint8_t token_hash[32], db_team *out);
 const char *db_errmsg(db *d);
+
+/* A submission as stored; text fields are malloc'd (db_submission_release frees them). */
+typedef struct db_submission {
+	int64_t id;
+	int64_t team_id;
+	char team_name[72];
+	char event[32];
+	char division[8];
+	char *name;
+	char *config;         /* the config JSON as submitted */
+	char config_sha256[65];
+	char status[12];      /* queued, running, finished, failed, cancelled */
+	char *error;          /* NULL unless failed */
+	int attempts;
+	char created_at[32], started_at[32], finished_at[32];  /* ISO 8601 UTC or "" */
+	char *result;         /* the result JSON, NULL until finished */
+} db_submission;
+
+void db_submission_release(db_submission *s);
+
+typedef struct db_quota {
+	int max_queued;       /* queued + running at once */
+	int max_per_day;      /* per UTC day; failed and cancelled ones do not count */
+} db_quota;
+
+typedef struct db_quota_hit {
+	const char *which;    /* "queued" or "daily" */
+	int limit;
+	long retry_after_s;   /* seconds until a retry can succeed (estimate for "queued") */
+} db_quota_hit;
+
+/* One transaction: check the team's quotas, then insert the submission as queued.  DB_QUOTA
+ * fills hit. */
+int db_submission_create(db *d, int64_t team_id, const char *event, const char *division,
+			 const char *name, const char *config, const char *config_sha256,
+			 const db_quota *q, int64_t *id, db_quota_hit *hit);
+int db_submission_get(db *d, int64_t id, db_submission *out);
+/* Cancel a queued or running submission of team_id (any team when admin).  DB_FORBIDDEN for
+ * another team's, DB_CONFLICT when it already ended, DB_NOTFOUND. */
+int db_submission_cancel(db *d, int64_t id, int64_t team_id, bool admin);
 
 /* Open or create the database, enable WAL and apply pending migrations. Caller frees with
  * db_close. */
@@ -120,6 +165,8 @@ typedef struct http_reply {
 	const char *content_type;  /* static string */
 	char *body;
 	size_t len;
+	long retry_after_s;        /* > 0: a Retry-After header */
+	char location[96];         /* non-empty: a Location header */
 } http_reply;
 
 typedef void (*http_handler_fn)(void *app, const http_request *req, http_reply *rep);
@@ -148,6 +195,11 @@ void http_reply_error(http_reply *rep, int status, const char *code, const char 
 /* A request header or query argument, NULL when absent. */
 const char *http_request_header(const http_request *req, const char *name);
 const char *http_request_query(const http_request *req, const char *name);
+/* Parse a multipart/form-data or application/x-www-form-urlencoded body: values[i] gets a
+ * malloc'd copy of field names[i] (text field or uploaded file), or NULL when absent.  Returns
+ * 0, or -1 with a message in err when the body is not a form or a field is over max_each. */
+int http_form_fields(const http_request *req, const char *const *names, char **values,
+		     size_t n, size_t max_each, char *err, size_t errlen);
 /* Take ownership of a malloc'd JSON string as the reply body. */
 void http_reply_json(http_reply *rep, int status, char *json);
 /* Match path against pattern; on success the {} segments are copied into req->params. */

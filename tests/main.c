@@ -25,6 +25,7 @@ static const suite_fn suites[] = {
 	health_suite,
 	teams_suite,
 	api_suite,
+	submissions_suite,
 };
 
 int main(void)

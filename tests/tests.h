@@ -29,6 +29,7 @@ Suite *sha256_suite(void);
 Suite *health_suite(void);
 Suite *teams_suite(void);
 Suite *api_suite(void);
+Suite *submissions_suite(void);
 
 // ---- helpers (util.c) ----
 
@@ -62,5 +63,9 @@ int tt_daemon_stop(tt_daemon *d, int sig);
  * NUL-terminated) goes to *body when body is not NULL. */
 int tt_http(int port, const char *method, const char *path, const char *headers,
 	    const char *req_body, size_t req_len, char **body);
+
+/* The same with the reply's header block (malloc'd) in *resp_headers when not NULL. */
+int tt_http_ex(int port, const char *method, const char *path, const char *headers,
+	       const char *req_body, size_t req_len, char **resp_headers, char **body);
 
 #endif

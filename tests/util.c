@@ -178,8 +178,16 @@ int tt_daemon_stop(tt_daemon *d, int sig)
 int tt_http(int port, const char *method, const char *path, const char *headers,
 	    const char *req_body, size_t req_len, char **body)
 {
+	return tt_http_ex(port, method, path, headers, req_body, req_len, NULL, body);
+}
+
+int tt_http_ex(int port, const char *method, const char *path, const char *headers,
+	       const char *req_body, size_t req_len, char **resp_headers, char **body)
+{
 	if (body)
 		*body = NULL;
+	if (resp_headers)
+		*resp_headers = NULL;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
@@ -221,6 +229,8 @@ int tt_http(int port, const char *method, const char *path, const char *headers,
 	char *sep = strstr(buf, "\r\n\r\n");
 	if (body)
 		*body = strdup(sep ? sep + 4 : "");
+	if (resp_headers)
+		*resp_headers = strndup(buf, sep ? (size_t)(sep - buf) : len);
 	free(buf);
 	return status;
 }
