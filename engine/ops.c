@@ -806,6 +806,10 @@ typedef struct attn_job {
 	float *out, *dqkv, *scratch;
 } attn_job;
 
+/* Rows ahead that the row loops prefetch: q, k, v, dout and att rows are 0.5 to 1.5 KB apart,
+ * a stride the hardware prefetchers follow poorly. */
+#define ATTN_PREFETCH 8
+
 /* xt (cols, rows) = x (rows, cols) read with leading dimension ld. */
 static void transpose_to(int rows, int cols, const float *x, size_t ld, float *xt)
 {
@@ -829,21 +833,28 @@ static void attn_fwd_task(void *arg, int u)
 	float *att = a->att + (size_t)u * t * t;
 	float *out = a->out + (size_t)bi * t * d + (size_t)h * hd;
 	float scale = 1.0f / sqrtf((float)hd);
-	float *kt = tm_xmalloc(sizeof(float) * (size_t)hd * t);
+	size_t tpad = ((size_t)t + OPS_ROW_PAD - 1) / OPS_ROW_PAD * OPS_ROW_PAD;
+	float *kt = tm_xmalloc(sizeof(float) * ((size_t)hd * t + tpad));
+	float *s = kt + (size_t)hd * t; /* the padded row */
 
 	transpose_to(t, hd, k, ld, kt);
 	for (int i = 0; i < t; i++) {
 		int j0 = j0s ? j0s[i] : 0, n = i - j0 + 1;
-		float *row = att + (size_t)i * t, *s = row + j0;
+		float *row = att + (size_t)i * t;
+		if (i + ATTN_PREFETCH < t) {
+			__builtin_prefetch(q + (size_t)(i + ATTN_PREFETCH) * ld);
+			__builtin_prefetch(v + (size_t)(i + ATTN_PREFETCH) * ld);
+		}
 		kern->dot_cols(hd, q + (size_t)i * ld, kt + j0, t, n, scale, s);
 		if (holes && holes[i])
 			for (int j = 0; j < n; j++)
 				if (seg[j0 + j] != seg[i])
 					s[j] = -INFINITY;
 		kern->softmax_row(s, n);
-		memset(row, 0, sizeof(float) * (size_t)j0);
-		memset(row + i + 1, 0, sizeof(float) * (size_t)(t - i - 1));
 		kern->axpy_rows(n, s, v + (size_t)j0 * ld, (ptrdiff_t)ld, hd, out + (size_t)i * d);
+		memset(row, 0, sizeof(float) * (size_t)j0);
+		memcpy(row + j0, s, sizeof(float) * (size_t)n);
+		memset(row + i + 1, 0, sizeof(float) * (size_t)(t - i - 1));
 	}
 	free(kt);
 }
@@ -882,8 +893,9 @@ static void attn_bwd_task(void *arg, int u)
 	const float *dout = a->dout + (size_t)bi * t * d + (size_t)h * hd;
 	const int32_t *j0s = a->rows.j0 ? a->rows.j0 + (size_t)bi * t : NULL;
 	float scale = 1.0f / sqrtf((float)hd);
-	/* V^T and one row of dP: in this head's scratch when it is big enough (t > hd). */
-	size_t need = (size_t)(hd + 1) * t;
+	/* V^T and one padded row of dP: in this head's scratch when it is big enough. */
+	size_t tpad = ((size_t)t + OPS_ROW_PAD - 1) / OPS_ROW_PAD * OPS_ROW_PAD;
+	size_t need = (size_t)hd * t + tpad;
 	float *work = need <= (size_t)t * t ? a->scratch + (size_t)u * t * t
 					    : tm_xmalloc(sizeof(float) * need);
 	float *vt = work, *dp = work + (size_t)hd * t;
@@ -897,6 +909,13 @@ static void attn_bwd_task(void *arg, int u)
 		int j0 = j0s ? j0s[i] : 0, n = i - j0 + 1;
 		const float *pr = p + (size_t)i * t + j0;
 		const float *go = dout + (size_t)i * d;
+		if (i + ATTN_PREFETCH < t) {
+			int ia = i + ATTN_PREFETCH, ja = j0s ? j0s[ia] : 0;
+			__builtin_prefetch(p + (size_t)ia * t + ja);
+			__builtin_prefetch(p + (size_t)ia * t + ia);
+			__builtin_prefetch(dout + (size_t)ia * d);
+			__builtin_prefetch(q + (size_t)ia * ld);
+		}
 		/* dP = dO V^T; dS = P * (dP - sum(P * dP)), scaled for dQ and dK; masked P are 0 */
 		kern->dot_cols(hd, go, vt + j0, t, n, 1.0f, dp);
 		kern->softmax_grad_row(n, pr, dp, scale);

@@ -76,7 +76,7 @@ static void dot_cols_avx2(int hd, const float *q, const float *kt, ptrdiff_t ldk
 		}
 		if (c < hd)
 			a = _mm256_fmadd_ps(_mm256_set1_ps(q[c]), ld8(r, w), a);
-		st8(s + j, w, _mm256_mul_ps(_mm256_add_ps(a, b), sc));
+		_mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_add_ps(a, b), sc)); /* padded row */
 	}
 }
 
@@ -166,25 +166,34 @@ static inline float hmax8(__m256 v)
 static void softmax_row_avx2(float *s, int n)
 {
 	__m256 ninf = _mm256_set1_ps(-INFINITY), m = ninf;
+	/* s is padded: whole vectors are loaded and stored, the lanes past n are masked out of
+	 * the max and the sum */
 	for (int j = 0; j < n; j += 8) {
-		__m256i k = tail_mask(n - j >= 8 ? 8 : (size_t)(n - j));
-		m = _mm256_max_ps(m, _mm256_blendv_ps(ninf, ld8(s + j, n - j), _mm256_castsi256_ps(k)));
+		__m256 k = _mm256_castsi256_ps(tail_mask(n - j >= 8 ? 8 : (size_t)(n - j)));
+		m = _mm256_max_ps(m, _mm256_blendv_ps(ninf, _mm256_loadu_ps(s + j), k));
 	}
-	float inv = 1.0f / exp_shift_sum_avx2(s, n, hmax8(m));
-	__m256 iv = _mm256_set1_ps(inv);
+	__m256 mx = _mm256_set1_ps(hmax8(m)), acc = _mm256_setzero_ps();
+	for (int j = 0; j < n; j += 8) {
+		__m256 k = _mm256_castsi256_ps(tail_mask(n - j >= 8 ? 8 : (size_t)(n - j)));
+		__m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mx));
+		_mm256_storeu_ps(s + j, e);
+		acc = _mm256_add_ps(acc, _mm256_and_ps(e, k));
+	}
+	__m256 iv = _mm256_set1_ps(1.0f / hsum8(acc));
 	for (int j = 0; j < n; j += 8)
-		st8(s + j, n - j, _mm256_mul_ps(ld8(s + j, n - j), iv));
+		_mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), iv));
 }
 
 static void softmax_grad_row_avx2(int n, const float *p, float *dp, float scale)
 {
 	__m256 acc = _mm256_setzero_ps();
+	/* p loads 0 past n, so the padding lanes of dp add nothing to the dot and become 0 */
 	for (int j = 0; j < n; j += 8)
-		acc = _mm256_fmadd_ps(ld8(p + j, n - j), ld8(dp + j, n - j), acc);
+		acc = _mm256_fmadd_ps(ld8(p + j, n - j), _mm256_loadu_ps(dp + j), acc);
 	__m256 dot = _mm256_set1_ps(hsum8(acc)), sc = _mm256_set1_ps(scale);
 	for (int j = 0; j < n; j += 8) {
 		__m256 pv = _mm256_mul_ps(ld8(p + j, n - j), sc);
-		st8(dp + j, n - j, _mm256_mul_ps(pv, _mm256_sub_ps(ld8(dp + j, n - j), dot)));
+		_mm256_storeu_ps(dp + j, _mm256_mul_ps(pv, _mm256_sub_ps(_mm256_loadu_ps(dp + j), dot)));
 	}
 }
 

@@ -64,7 +64,7 @@ static void dot_cols_avx512(int hd, const float *q, const float *kt, ptrdiff_t l
 		}
 		if (c < hd)
 			a = _mm512_fmadd_ps(_mm512_set1_ps(q[c]), ld16(r, w), a);
-		st16(s + j, w, _mm512_mul_ps(_mm512_add_ps(a, b), sc));
+		_mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_add_ps(a, b), sc)); /* padded row */
 	}
 }
 
@@ -145,23 +145,31 @@ static float exp_shift_sum_avx512(float *row, int len, float mx)
 static void softmax_row_avx512(float *s, int n)
 {
 	__m512 m = _mm512_set1_ps(-INFINITY);
+	/* s is padded: whole vectors are loaded and stored, the lanes past n are masked out of
+	 * the max and the sum */
 	for (int j = 0; j < n; j += 16)
-		m = _mm512_mask_max_ps(m, lanes(n - j), m, ld16(s + j, n - j));
-	float inv = 1.0f / exp_shift_sum_avx512(s, n, _mm512_reduce_max_ps(m));
-	__m512 iv = _mm512_set1_ps(inv);
+		m = _mm512_mask_max_ps(m, lanes(n - j), m, _mm512_loadu_ps(s + j));
+	__m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(m)), acc = _mm512_setzero_ps();
+	for (int j = 0; j < n; j += 16) {
+		__m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
+		_mm512_storeu_ps(s + j, e);
+		acc = _mm512_mask_add_ps(acc, lanes(n - j), acc, e);
+	}
+	__m512 iv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(acc));
 	for (int j = 0; j < n; j += 16)
-		st16(s + j, n - j, _mm512_mul_ps(ld16(s + j, n - j), iv));
+		_mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), iv));
 }
 
 static void softmax_grad_row_avx512(int n, const float *p, float *dp, float scale)
 {
 	__m512 acc = _mm512_setzero_ps();
+	/* p loads 0 past n, so the padding lanes of dp add nothing to the dot and become 0 */
 	for (int j = 0; j < n; j += 16)
-		acc = _mm512_fmadd_ps(ld16(p + j, n - j), ld16(dp + j, n - j), acc);
+		acc = _mm512_fmadd_ps(ld16(p + j, n - j), _mm512_loadu_ps(dp + j), acc);
 	__m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(acc)), sc = _mm512_set1_ps(scale);
 	for (int j = 0; j < n; j += 16) {
 		__m512 pv = _mm512_mul_ps(ld16(p + j, n - j), sc);
-		st16(dp + j, n - j, _mm512_mul_ps(pv, _mm512_sub_ps(ld16(dp + j, n - j), dot)));
+		_mm512_storeu_ps(dp + j, _mm512_mul_ps(pv, _mm512_sub_ps(_mm512_loadu_ps(dp + j), dot)));
 	}
 }
 

@@ -12,6 +12,9 @@
 
 #include <stddef.h>
 
+/* Rows that the attention kernels write whole vectors into are padded to this many floats. */
+#define OPS_ROW_PAD 16
+
 typedef struct ops_kernels {
 	/* One LayerNorm row of d: y = (x - mean) * rstd * g + b (g, b may be NULL: 1 and 0);
 	 * mean and rstd may be NULL. */
@@ -22,7 +25,10 @@ typedef struct ops_kernels {
 			    const float *dy, float *dx, float *dg, float *db);
 	/* y (rows, cols) = act(y + b[row]) (b may be NULL): the conv epilogue; ReLU maps NaN to 0. */
 	void (*bias_act_rows)(int rows, size_t cols, float *y, const float *b, tm_act act);
-	/* s[j] = scale * sum_c q[c] * kt[c * ldkt + j] for j < n, c < hd. */
+	/* s[j] = scale * sum_c q[c] * kt[c * ldkt + j] for j < n, c < hd.  s is a padded row: it
+	 * has room for n rounded up to OPS_ROW_PAD floats, and the kernels may store whole vectors
+	 * there (the lanes past n hold unspecified values), because a masked store does not
+	 * forward to the load of the next kernel and stalls it.  kt is read only below n. */
 	void (*dot_cols)(int hd, const float *q, const float *kt, ptrdiff_t ldkt, int n,
 			 float scale, float *s);
 	/* out[c] = sum_j p[j] * rows[j * ld + c] for c < hd, j < n (out overwritten). */
@@ -31,9 +37,11 @@ typedef struct ops_kernels {
 	/* rows[j * ld + c] += a[j] * x[c] for j < n, c < hd. */
 	void (*rank1_rows)(int n, const float *a, const float *x, int hd, float *rows,
 			   ptrdiff_t ld);
-	/* s (n) = softmax(s) in place; -INFINITY entries become exactly 0 (one must be finite). */
+	/* s (n) = softmax(s) in place; -INFINITY entries become exactly 0 (one must be finite).
+	 * s is a padded row (see dot_cols). */
 	void (*softmax_row)(float *s, int n);
-	/* dp[j] = scale * p[j] * (dp[j] - sum_k p[k] * dp[k]) for j < n: softmax backward. */
+	/* dp[j] = scale * p[j] * (dp[j] - sum_k p[k] * dp[k]) for j < n: softmax backward.  dp is
+	 * a padded row; p is read only below n. */
 	void (*softmax_grad_row)(int n, const float *p, float *dp, float scale);
 	/* row[j] = exp(row[j] - mx) for j < len; returns the sum of the new row.  -INFINITY
 	 * entries become exactly 0. */
