@@ -52,6 +52,9 @@ ENGINE_OBJS += engine/pool.o
 ENGINE_OBJS += engine/gemm.o
 ENGINE_OBJS += engine/gemm_avx2.o
 ENGINE_OBJS += engine/gemm_avx512.o
+ENGINE_OBJS += engine/sparse.o
+ENGINE_OBJS += engine/sparse_avx512.o
+ENGINE_OBJS += engine/qgemm.o
 ENGINE_OBJS += engine/optim.o
 ENGINE_OBJS += engine/ops.o
 ENGINE_OBJS += engine/ops_avx2.o
@@ -80,6 +83,8 @@ TEST_OBJS += tests/main.o
 TEST_OBJS += tests/util.o
 TEST_OBJS += tests/engine/test_util.o
 TEST_OBJS += tests/engine/test_gemm.o
+TEST_OBJS += tests/engine/test_sparse.o
+TEST_OBJS += tests/engine/test_qgemm.o
 TEST_OBJS += tests/engine/test_ops.o
 TEST_OBJS += tests/engine/test_idx.o
 TEST_OBJS += tests/engine/test_decathlon.o
@@ -97,10 +102,12 @@ TEST_OBJS += tests/integration/test_health.o
 TEST_OBJS += tests/integration/test_teams.o
 TEST_OBJS += tests/integration/test_api.o
 TEST_OBJS += tests/integration/test_submissions.o
+TEST_OBJS += tests/integration/test_leaderboard.o
 
 BENCH_OBJS += bench/bench.o
 BENCH_OBJS += bench/peak.o
 BENCH_OBJS += bench/bench_gemm.o
+BENCH_OBJS += bench/bench_sparse.o
 
 $(BUILD)/engine/version.o: FINAL_CFLAGS += -DTM_GIT_REV='"$(GIT_REV)"'
 $(BUILD)/engine/version.o: .FORCE
@@ -108,6 +115,7 @@ $(BUILD)/engine/version.o: .FORCE
 # Per-object SIMD flags (target-specific variables, prefixed with the build directory).
 $(BUILD)/engine/gemm_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
 $(BUILD)/engine/gemm_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
+$(BUILD)/engine/sparse_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
 $(BUILD)/engine/ops_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
 $(BUILD)/engine/ops_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
 $(BUILD)/bench/peak.o: SIMD_FLAGS = $(SIMD_AVX512)

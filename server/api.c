@@ -5,6 +5,7 @@
 #include "events.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -523,6 +524,260 @@ static void api_submission_cancel(void *app_, const http_request *req, http_repl
 	log_info(app->log, "submission cancelled", "id=%lld", (long long)id);
 }
 
+// ---- leaderboard ----
+
+/* The techniques an entry uses, read from its config (never from free text). */
+static cJSON *api_techniques(const char *config)
+{
+	cJSON *out = cJSON_CreateArray();
+	cJSON *c = config ? cJSON_Parse(config) : NULL;
+	if (!c)
+		return out;
+	char buf[64];
+	const cJSON *div = cJSON_GetObjectItemCaseSensitive(c, "division");
+	if (cJSON_IsString(div) && strcmp(div->valuestring, "open") == 0)
+		cJSON_AddItemToArray(out, cJSON_CreateString("own model"));
+	const cJSON *opt = cJSON_GetObjectItemCaseSensitive(c, "optimize");
+	const cJSON *q = cJSON_GetObjectItemCaseSensitive(opt, "quantize");
+	if (cJSON_IsObject(q)) {
+		const cJSON *g = cJSON_GetObjectItemCaseSensitive(q, "granularity");
+		snprintf(buf, sizeof(buf), "int8 %s",
+			 cJSON_IsString(g) ? g->valuestring : "per_channel");
+		cJSON_AddItemToArray(out, cJSON_CreateString(buf));
+	}
+	const cJSON *pr = cJSON_GetObjectItemCaseSensitive(opt, "prune");
+	if (cJSON_IsObject(pr)) {
+		const cJSON *sp = cJSON_GetObjectItemCaseSensitive(pr, "sparsity");
+		const cJSON *st = cJSON_GetObjectItemCaseSensitive(pr, "structured");
+		snprintf(buf, sizeof(buf), "%s pruning %.0f%%",
+			 cJSON_IsTrue(st) ? "structured" : "unstructured",
+			 cJSON_IsNumber(sp) ? sp->valuedouble * 100 : 0.0);
+		cJSON_AddItemToArray(out, cJSON_CreateString(buf));
+	}
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(opt, "kv_cache")))
+		cJSON_AddItemToArray(out, cJSON_CreateString("kv cache"));
+	const cJSON *th = cJSON_GetObjectItemCaseSensitive(opt, "threads");
+	if (cJSON_IsNumber(th) && th->valuedouble > 1) {
+		snprintf(buf, sizeof(buf), "%d threads", (int)th->valuedouble);
+		cJSON_AddItemToArray(out, cJSON_CreateString(buf));
+	}
+	const cJSON *k = cJSON_GetObjectItemCaseSensitive(opt, "kernels");
+	if (cJSON_IsString(k) && strcmp(k->valuestring, "auto") != 0) {
+		snprintf(buf, sizeof(buf), "%s kernels", k->valuestring);
+		cJSON_AddItemToArray(out, cJSON_CreateString(buf));
+	}
+	const cJSON *bs = cJSON_GetObjectItemCaseSensitive(c, "batch_size");
+	if (cJSON_IsNumber(bs)) {
+		snprintf(buf, sizeof(buf), "batch %d", (int)bs->valuedouble);
+		cJSON_AddItemToArray(out, cJSON_CreateString(buf));
+	}
+	cJSON_Delete(c);
+	return out;
+}
+
+/* Strict integer query parameter in [lo, hi]; absent gives dflt.  Fills rep on error. */
+static bool api_query_int(const http_request *req, const char *name, long lo, long hi,
+			  long dflt, long *out, http_reply *rep)
+{
+	const char *v = http_request_query(req, name);
+	*out = dflt;
+	if (!v)
+		return true;
+	char *end;
+	errno = 0;
+	long x = strtol(v, &end, 10);
+	if (errno || end == v || *end || x < lo || x > hi) {
+		http_reply_error(rep, 400, "invalid_parameter", name,
+				 "'%s' is '%.40s', must be an integer in [%ld, %ld]", name, v, lo, hi);
+		return false;
+	}
+	*out = x;
+	return true;
+}
+
+typedef struct lb_collect {
+	cJSON *rows;
+	long rank;
+} lb_collect;
+
+static void lb_row_json(void *arg, const db_lb_row *r)
+{
+	lb_collect *lc = arg;
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "rank", (double)++lc->rank);
+	cJSON_AddBoolToObject(o, "baseline", false);
+	cJSON_AddNumberToObject(o, "submission", (double)r->submission_id);
+	cJSON_AddStringToObject(o, "team", r->team);
+	cJSON_AddStringToObject(o, "name", r->name);
+	cJSON_AddNumberToObject(o, "speedup", r->speedup);
+	cJSON_AddNumberToObject(o, "speedup_ci_low", r->speedup_ci_low);
+	cJSON_AddNumberToObject(o, "speedup_ci_high", r->speedup_ci_high);
+	cJSON_AddNumberToObject(o, "latency_p90_ms", r->latency_p90_ns / 1e6);
+	cJSON_AddNumberToObject(o, "throughput", r->throughput);
+	cJSON_AddNumberToObject(o, "quality", r->quality);
+	cJSON_AddNumberToObject(o, "model_bytes", (double)r->model_bytes);
+	cJSON_AddNumberToObject(o, "compression", r->compression);
+	cJSON_AddItemToObject(o, "techniques", api_techniques(r->config));
+	cJSON_AddStringToObject(o, "submitted_at", r->created_at);
+	cJSON_AddItemToArray(lc->rows, o);
+}
+
+static const struct lb_column {
+	const char *key, *title, *unit, *better;  /* better: "higher", "lower" or NULL */
+} lb_columns[] = {
+	{ "rank", "Rank", NULL, NULL },
+	{ "team", "Team", NULL, NULL },
+	{ "name", "Entry", NULL, NULL },
+	{ "speedup", "Speedup", "x", "higher" },
+	{ "speedup_ci_low", "Speedup CI low", "x", "higher" },
+	{ "speedup_ci_high", "Speedup CI high", "x", "higher" },
+	{ "latency_p90_ms", "p90 latency", "ms", "lower" },
+	{ "throughput", "Throughput", "items/s", "higher" },
+	{ "quality", "Quality", NULL, "higher" },
+	{ "model_bytes", "Model size", "bytes", "lower" },
+	{ "compression", "Compression", "x", "higher" },
+	{ "techniques", "Techniques", NULL, NULL },
+};
+
+/* One CSV cell: quoted, quotes doubled, and a leading = + - @ neutralised (CSV injection). */
+static void csv_cell(char **buf, size_t *len, size_t *cap, const char *s, bool last)
+{
+	size_t need = *len + 2 * strlen(s) + 8;
+	if (need > *cap) {
+		while (*cap < need)
+			*cap *= 2;
+		*buf = realloc(*buf, *cap);
+		if (!*buf)
+			abort();
+	}
+	char *p = *buf + *len;
+	*p++ = '"';
+	if (*s == '=' || *s == '+' || *s == '-' || *s == '@')
+		*p++ = '\'';
+	for (; *s; s++) {
+		if (*s == '"')
+			*p++ = '"';
+		*p++ = *s;
+	}
+	*p++ = '"';
+	*p++ = last ? '\n' : ',';
+	*len = (size_t)(p - *buf);
+}
+
+static char *lb_csv(const cJSON *rows)
+{
+	size_t cap = 4096, len = 0;
+	char *buf = tm_xmalloc(cap);
+	size_t nc = sizeof(lb_columns) / sizeof(lb_columns[0]);
+	for (size_t i = 0; i < nc; i++)
+		csv_cell(&buf, &len, &cap, lb_columns[i].key, i + 1 == nc);
+	const cJSON *row;
+	cJSON_ArrayForEach(row, rows) {
+		for (size_t i = 0; i < nc; i++) {
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, lb_columns[i].key);
+			char cell[512] = "";
+			if (cJSON_IsString(v)) {
+				snprintf(cell, sizeof(cell), "%s", v->valuestring);
+			} else if (cJSON_IsNumber(v)) {
+				snprintf(cell, sizeof(cell), "%.10g", v->valuedouble);
+			} else if (cJSON_IsArray(v)) {
+				size_t used = 0;
+				const cJSON *t;
+				cJSON_ArrayForEach(t, v)
+					used += (size_t)snprintf(cell + used, sizeof(cell) - used, "%s%s",
+								 used ? "; " : "", t->valuestring);
+			}
+			csv_cell(&buf, &len, &cap, cell, i + 1 == nc);
+		}
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+static void api_leaderboard(void *app_, const http_request *req, http_reply *rep)
+{
+	srv_app *app = app_;
+	const ev_event *ev = ev_event_find(req->params[0]);
+	if (!ev) {
+		http_reply_error(rep, 404, "not_found", "event", "no event '%.40s' (events: %s)",
+				 req->params[0], ev_event_names());
+		return;
+	}
+	const char *division = http_request_query(req, "division");
+	if (!division)
+		division = "closed";
+	if (strcmp(division, "closed") != 0 && strcmp(division, "open") != 0) {
+		http_reply_error(rep, 400, "invalid_parameter", "division",
+				 "'division' is '%.40s', must be closed or open", division);
+		return;
+	}
+	const char *format = http_request_query(req, "format");
+	if (!format)
+		format = "json";
+	if (strcmp(format, "json") != 0 && strcmp(format, "csv") != 0) {
+		http_reply_error(rep, 400, "invalid_parameter", "format",
+				 "'format' is '%.40s', must be json or csv", format);
+		return;
+	}
+	long limit, offset, all;
+	if (!api_query_int(req, "limit", 1, 1000, 100, &limit, rep) ||
+	    !api_query_int(req, "offset", 0, 1000000, 0, &offset, rep) ||
+	    !api_query_int(req, "all", 0, 1, 0, &all, rep))
+		return;
+	lb_collect lc = { cJSON_CreateArray(), offset };
+	int64_t total = 0;
+	int rc = db_leaderboard(app->db, ev->name, division, all != 0, (int)limit, (int)offset,
+				lb_row_json, &lc, &total);
+	if (api_db_failed(app, rc, rep)) {
+		cJSON_Delete(lc.rows);
+		return;
+	}
+	if (strcmp(format, "csv") == 0) {
+		char *csv = lb_csv(lc.rows);
+		cJSON_Delete(lc.rows);
+		free(rep->body);
+		rep->status = 200;
+		rep->content_type = "text/csv; charset=utf-8";
+		rep->body = csv;
+		rep->len = strlen(csv);
+		return;
+	}
+	cJSON *root = cJSON_CreateObject();
+	cJSON_AddStringToObject(root, "event", ev->name);
+	cJSON_AddStringToObject(root, "division", division);
+	cJSON_AddBoolToObject(root, "all_entries", all != 0);
+	cJSON_AddNumberToObject(root, "total", (double)total);
+	cJSON_AddNumberToObject(root, "limit", (double)limit);
+	cJSON_AddNumberToObject(root, "offset", (double)offset);
+	cJSON *cols = cJSON_AddArrayToObject(root, "columns");
+	for (size_t i = 0; i < sizeof(lb_columns) / sizeof(lb_columns[0]); i++) {
+		cJSON *c = cJSON_CreateObject();
+		cJSON_AddStringToObject(c, "key", lb_columns[i].key);
+		cJSON_AddStringToObject(c, "title", lb_columns[i].title);
+		if (lb_columns[i].unit)
+			cJSON_AddStringToObject(c, "unit", lb_columns[i].unit);
+		else
+			cJSON_AddNullToObject(c, "unit");
+		if (lb_columns[i].better)
+			cJSON_AddStringToObject(c, "better", lb_columns[i].better);
+		else
+			cJSON_AddNullToObject(c, "better");
+		cJSON_AddItemToArray(cols, c);
+	}
+	/* The baseline: the reference model, FP32, portable kernels, one thread: speedup 1 by
+	 * definition, timed inside every submission's worker. */
+	cJSON *base = cJSON_AddObjectToObject(root, "baseline");
+	cJSON_AddBoolToObject(base, "baseline", true);
+	cJSON_AddStringToObject(base, "team", "baseline");
+	cJSON_AddStringToObject(base, "name", "reference model, FP32, portable kernels, 1 thread");
+	cJSON_AddNumberToObject(base, "speedup", 1.0);
+	cJSON_AddNumberToObject(base, "speedup_ci_low", 1.0);
+	cJSON_AddNumberToObject(base, "speedup_ci_high", 1.0);
+	cJSON_AddItemToObject(root, "rows", lc.rows);
+	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));
+	cJSON_Delete(root);
+}
+
 const http_route api_routes[] = {
 	{ "GET", "/healthz", api_healthz },
 	{ "GET", "/api/v1/healthz", api_healthz },
@@ -532,5 +787,6 @@ const http_route api_routes[] = {
 	{ "POST", "/api/v1/submissions", api_submission_create },
 	{ "GET", "/api/v1/submissions/{}", api_submission_get },
 	{ "DELETE", "/api/v1/submissions/{}", api_submission_cancel },
+	{ "GET", "/api/v1/leaderboard/{}", api_leaderboard },
 };
 const size_t api_n_routes = sizeof(api_routes) / sizeof(api_routes[0]);

@@ -23,6 +23,8 @@ enum db_stmt_id {
 	ST_SUB_INSERT,
 	ST_SUB_GET,
 	ST_SUB_CANCEL,
+	ST_LB_ROWS,
+	ST_LB_COUNT,
 	ST_COUNT
 };
 
@@ -44,6 +46,25 @@ static const char *const db_stmt_sql[ST_COUNT] = {
 		       "coalesce(s.started_at, ''), coalesce(s.finished_at, ''), r.result "
 		       "FROM submissions s JOIN teams t ON t.id = s.team_id "
 		       "LEFT JOIN results r ON r.submission_id = s.id WHERE s.id = ?1",
+	/* ?1 event, ?2 division, ?3 all entries (1) or the best per team (0), ?4 limit, ?5 offset.
+	 * The best entry per team is its highest speedup, ties to the earlier submission. */
+	[ST_LB_ROWS] = "WITH ranked AS (SELECT s.id, s.team_id, t.name AS team, s.name, r.speedup, "
+		       "r.speedup_ci_low, r.speedup_ci_high, r.quality, r.latency_p90_ns, r.throughput, "
+		       "r.model_bytes, r.compression, s.created_at, s.config, "
+		       "row_number() OVER (PARTITION BY s.team_id ORDER BY r.speedup DESC, s.id) AS nth "
+		       "FROM results r JOIN submissions s ON s.id = r.submission_id "
+		       "JOIN teams t ON t.id = s.team_id "
+		       "WHERE r.event = ?1 AND r.division = ?2 AND r.valid = 1 AND r.gate_passed = 1 "
+		       "AND s.status = 'finished') "
+		       "SELECT id, team, name, speedup, speedup_ci_low, speedup_ci_high, quality, "
+		       "coalesce(latency_p90_ns, 0), coalesce(throughput, 0), coalesce(model_bytes, 0), "
+		       "coalesce(compression, 1), created_at, config FROM ranked "
+		       "WHERE ?3 = 1 OR nth = 1 ORDER BY speedup DESC, id LIMIT ?4 OFFSET ?5",
+	[ST_LB_COUNT] = "SELECT count(*) FROM (SELECT s.team_id, "
+			"row_number() OVER (PARTITION BY s.team_id ORDER BY r.speedup DESC, s.id) AS nth "
+			"FROM results r JOIN submissions s ON s.id = r.submission_id "
+			"WHERE r.event = ?1 AND r.division = ?2 AND r.valid = 1 AND r.gate_passed = 1 "
+			"AND s.status = 'finished') WHERE ?3 = 1 OR nth = 1",
 	[ST_SUB_CANCEL] = "UPDATE submissions SET status = 'cancelled', "
 			  "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
 			  "WHERE id = ?1 AND status IN ('queued', 'running')",
@@ -417,4 +438,52 @@ int db_submission_cancel(db *d, int64_t id, int64_t team_id, bool admin)
 	if (rc != SQLITE_DONE)
 		return db_map(rc);
 	return sqlite3_changes(d->h) == 1 ? DB_OK : DB_CONFLICT;
+}
+
+// ---- leaderboard ----
+
+int db_leaderboard(db *d, const char *event, const char *division, bool all, int limit,
+		   int offset, db_lb_fn fn, void *arg, int64_t *total)
+{
+	sqlite3_stmt *st = db_stmt(d, ST_LB_COUNT);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_text(st, 1, event, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, division, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, 3, all);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*total = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return db_map(rc);
+
+	st = db_stmt(d, ST_LB_ROWS);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_text(st, 1, event, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, division, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, 3, all);
+	sqlite3_bind_int(st, 4, limit);
+	sqlite3_bind_int(st, 5, offset);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		db_lb_row row = { 0 };
+		row.submission_id = sqlite3_column_int64(st, 0);
+		col_copy(st, 1, row.team, sizeof(row.team));
+		col_copy(st, 2, row.name, sizeof(row.name));
+		row.speedup = sqlite3_column_double(st, 3);
+		row.speedup_ci_low = sqlite3_column_double(st, 4);
+		row.speedup_ci_high = sqlite3_column_double(st, 5);
+		row.quality = sqlite3_column_double(st, 6);
+		row.latency_p90_ns = sqlite3_column_double(st, 7);
+		row.throughput = sqlite3_column_double(st, 8);
+		row.model_bytes = sqlite3_column_int64(st, 9);
+		row.compression = sqlite3_column_double(st, 10);
+		col_copy(st, 11, row.created_at, sizeof(row.created_at));
+		row.config = col_dup(st, 12);
+		fn(arg, &row);
+		free(row.config);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? DB_OK : db_map(rc);
 }

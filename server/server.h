@@ -105,6 +105,29 @@ typedef struct db_submission {
 
 void db_submission_release(db_submission *s);
 
+/* One ranked row of a leaderboard. */
+typedef struct db_lb_row {
+	int64_t submission_id;
+	char team[72];
+	char name[72];
+	double speedup, speedup_ci_low, speedup_ci_high;
+	double quality;
+	double latency_p90_ns;   /* single-stream events; 0 when not measured */
+	double throughput;       /* items (images, tokens) per second */
+	int64_t model_bytes;
+	double compression;
+	char created_at[32];
+	char *config;            /* for the techniques column; malloc'd */
+} db_lb_row;
+
+typedef void (*db_lb_fn)(void *arg, const db_lb_row *row);
+
+/* Ranked rows of event/division: finished, valid, gate-passing results, the best per team
+ * unless all, ordered by speedup (ties to the earlier submission).  *total gets the number
+ * of rows before limit/offset. */
+int db_leaderboard(db *d, const char *event, const char *division, bool all, int limit,
+		   int offset, db_lb_fn fn, void *arg, int64_t *total);
+
 typedef struct db_quota {
 	int max_queued;       /* queued + running at once */
 	int max_per_day;      /* per UTC day; failed and cancelled ones do not count */

@@ -9,6 +9,8 @@ typedef Suite *(*suite_fn)(void);
 static const suite_fn suites[] = {
 	util_suite,
 	gemm_suite,
+	sparse_suite,
+	qgemm_suite,
 	ops_suite,
 	idx_suite,
 	decathlon_suite,
@@ -26,6 +28,7 @@ static const suite_fn suites[] = {
 	teams_suite,
 	api_suite,
 	submissions_suite,
+	leaderboard_suite,
 };
 
 int main(void)

@@ -13,6 +13,8 @@
 
 Suite *util_suite(void);
 Suite *gemm_suite(void);
+Suite *sparse_suite(void);
+Suite *qgemm_suite(void);
 Suite *ops_suite(void);
 Suite *idx_suite(void);
 Suite *decathlon_suite(void);
@@ -30,6 +32,7 @@ Suite *health_suite(void);
 Suite *teams_suite(void);
 Suite *api_suite(void);
 Suite *submissions_suite(void);
+Suite *leaderboard_suite(void);
 
 // ---- helpers (util.c) ----
 
