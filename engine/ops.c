@@ -1,12 +1,13 @@
 /* ops.c: forward and backward of the layers the three model families use, except the linear
- * layer (gemm.c): 3x3 convolution (im2col + tm_sgemm, bias and activation fused), 2x2 max
- * pooling, ReLU and GELU, LayerNorm, softmax, token + position embeddings, causal multi-head
- * self-attention with an optional segment mask, and softmax cross-entropy.  Work is split over
- * the ctx's pool along images, output-channel blocks or (sequence, head) pairs; the split never
- * changes what a single output element's arithmetic is, so results do not depend on the thread
- * count.  GEMMs issued from inside a task run single-threaded (the pool is not re-entrant).
- * Attention's row loops and GELU run through the kernel set of ctx->isa (ops_int.h); the
- * functions without a ctx are the portable reference. */
+ * layer (gemm.c): 3x3 convolution (im2col + tm_sgemm with a fused bias + activation epilogue),
+ * 2x2 max pooling, ReLU and GELU, LayerNorm, softmax, token + position embeddings, causal
+ * multi-head self-attention with an optional segment mask, and softmax cross-entropy.  Work is
+ * split over the ctx's pool by images, fixed image groups, fixed row chunks or (sequence, head)
+ * pairs; no split depends on the thread count in a way that changes an element's arithmetic,
+ * so results are bit-identical for any pool.  GEMMs issued from inside a task run
+ * single-threaded (the pool is not re-entrant).  The loops worth vectorizing outside GEMM go
+ * through the kernel set of ctx->isa (ops_int.h: attention rows, conv epilogue, LayerNorm and
+ * GELU rows); functions without a ctx use the portable set, which is the reference. */
 #include "engine.h"
 #include "ops_int.h"
 
@@ -104,7 +105,7 @@ static inline float gelu_tanh_grad(float x)
 	return s + x * s * (1.0f - s) * k2 * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
-/* x > 0 ? x : 0 without a branch (GCC keeps a compare-and-jump for the ternary, which
+/* x > 0 ? v : 0 without a branch (GCC keeps a compare-and-jump for the ternary, which
  * mispredicts on activations of random sign); NaN and -0 give +0 like the ternary. */
 static inline float keep_if_positive(float x, float v)
 {
@@ -114,6 +115,8 @@ static inline float keep_if_positive(float x, float v)
 	memcpy(&v, &u, sizeof(v));
 	return v;
 }
+
+// ---- portable kernels (the reference row of ops_kernels) ----
 
 /* row[j] = exp(row[j] - mx) for j < len; returns the sum. */
 static float exp_shift_sum_portable(float *row, int len, float mx)
