@@ -16,6 +16,7 @@ typedef struct bench_section {
 static const bench_section sections[] = {
 	{ "peak", bench_peak },
 	{ "gemm", bench_gemm },
+	{ "sparse", bench_sparse },
 };
 
 void bench_add(bench_ctx *b, const char *name, double value, const char *unit,

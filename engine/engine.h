@@ -146,6 +146,96 @@ void tm_packed_w_free(tm_packed_w *pw);
 void tm_linear_packed(const tm_ctx *ctx, int m, const tm_packed_w *pw, const float *x,
 		      const float *bias, tm_act act, float *y);
 
+// ---- sparse (sparse.c) ----
+/* Unstructured magnitude pruning and sparse linear layers (docs/sparsity.md).  Pruning zeroes
+ * exactly tm_prune_count(total, sparsity) weights of smallest |w|, per tensor or over several
+ * tensors with one global threshold; ties go to the earlier position (earlier tensor, then
+ * lower flat index), so the result is deterministic.  A mask has one byte per weight: 1 kept,
+ * 0 pruned.  A pruned W (n, k) is stored sparsely by tm_sparse_new in the format the kernel
+ * set reads fastest and run by tm_sparse_linear; its size is the bytes of the one allocation
+ * holding it.  tm_sparse_decide is the dense fallback rule. */
+
+typedef struct tm_prune_result {
+	size_t total;      /* weights considered */
+	size_t pruned;     /* weights zeroed: tm_prune_count(total, sparsity) */
+	float threshold;   /* largest |w| pruned (0 when none) */
+} tm_prune_result;
+
+/* Weights pruned out of total at sparsity: floor(sparsity * total + 0.5). */
+size_t tm_prune_count(size_t total, double sparsity);
+/* Zero the tm_prune_count(len, sparsity) smallest-|w| weights of w; mask (len) and res may be
+ * NULL.  Fails with TM_EINVAL (nothing changed) when sparsity is not in [0, 1] or a weight
+ * is not finite. */
+int tm_prune_magnitude(float *w, size_t len, double sparsity, uint8_t *mask,
+		       tm_prune_result *res, tm_err *err);
+
+/* One tensor of a global pruning. */
+typedef struct tm_prune_tensor {
+	float *w;          /* (len) weights, pruned in place */
+	size_t len;
+	uint8_t *mask;     /* (len) or NULL */
+	size_t pruned;     /* out: weights zeroed in this tensor */
+} tm_prune_tensor;
+/* One |w| threshold over n tensors: zero the tm_prune_count(sum of len, sparsity) smallest. */
+int tm_prune_magnitude_global(tm_prune_tensor *t, int n, double sparsity, tm_prune_result *res,
+			      tm_err *err);
+
+/* mask = (w != 0); returns how many weights are kept. */
+size_t tm_prune_mask_from(const float *w, size_t len, uint8_t *mask);
+/* Zero w, and grad when not NULL, wherever mask is 0.  Fine-tuning with a fixed mask: apply it
+ * to the gradient before each optimizer step and to the weights after it, so pruned weights
+ * (and their optimizer moments) stay exactly zero. */
+void tm_prune_mask_apply(const uint8_t *mask, size_t len, float *w, float *grad);
+/* Fraction of exact zeros among len weights (0 for len 0). */
+double tm_sparsity(const float *w, size_t len);
+
+typedef enum tm_sparse_format {
+	TM_SPARSE_AUTO = 0,   /* the fastest for ctx's kernel set: WIN16 with AVX-512, else CSR */
+	TM_SPARSE_CSR = 1,    /* row_ptr (n+1) int32, col (nnz) uint16 (int32 if k > 65536), val float */
+	TM_SPARSE_WIN16 = 2,  /* 16-row groups read through 32-column windows of x */
+} tm_sparse_format;
+
+typedef struct tm_sparse_w tm_sparse_w;
+
+/* Store the nonzeros of W (n, k) (PyTorch's (out, in); exact zeros are dropped) in format.
+ * The copy does not refer to w afterwards.  Caller frees with tm_sparse_free;
+ * tm_sparse_free(NULL) is a no-op.  Fails with TM_EINVAL for n or k < 1 or a format out of
+ * range, TM_ELIMIT when n * k > 2^31 - 1, TM_ENOMEM. */
+int tm_sparse_new(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_format format,
+		  tm_sparse_w **out, tm_err *err);
+void tm_sparse_free(tm_sparse_w *s);
+
+typedef struct tm_sparse_info {
+	int n, k;
+	tm_sparse_format format;  /* CSR or WIN16, never AUTO */
+	int64_t nnz;              /* nonzero weights stored */
+	double sparsity;          /* 1 - nnz / (n k) */
+	size_t bytes;             /* the allocation holding indices, values and pointers */
+	size_t dense_bytes;       /* n * k * sizeof(float) */
+	int64_t slots;            /* WIN16: 16-lane slots read per sample; CSR: 0 */
+	double fill;              /* WIN16: nnz / (16 slots), lanes that are real; CSR: 1 */
+} tm_sparse_info;
+void tm_sparse_get_info(const tm_sparse_w *s, tm_sparse_info *info);
+size_t tm_sparse_bytes(const tm_sparse_w *s);
+const char *tm_sparse_format_name(tm_sparse_format f);  /* "auto", "csr", "win16" */
+/* W back as a dense (n, k) matrix. */
+void tm_sparse_to_dense(const tm_sparse_w *s, float *w);
+
+/* Y(m, n) = act(X(m, k) * W^T + bias(n)), bias may be NULL: tm_linear on the stored W, with
+ * ctx's SIMD kernels when the format has them (portable C otherwise) and ctx's pool over
+ * output rows.  Results are bit-identical for any thread count, and a sample's row of Y does
+ * not depend on the other samples of the batch. */
+void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const float *x,
+		      const float *bias, tm_act act, float *y);
+
+/* The dense fallback rule (docs/sparsity.md): a linear layer (n out, k in) runs sparse at
+ * batch m on isa when its fraction of zero weights reaches the break-even sparsity measured by
+ * `make bench` for that kernel set and batch.  tm_sparse_decide returns the choice and writes
+ * it to why (may be NULL) as "sparse win16, 90.1% zeros (break-even 60%)" or "dense: 31.0%
+ * zeros is below the 60% break-even". */
+double tm_sparse_break_even(tm_isa isa, int n, int k, int m);
+bool tm_sparse_decide(tm_isa isa, int n, int k, double sparsity, int m, char *why, size_t len);
+
 // ---- ops (ops.c) ----
 /* Forward and backward of every layer the three model families use.  Images are NCHW like
  * PyTorch; sequences are (B, T, C).  Backward functions overwrite input gradients (dx) and

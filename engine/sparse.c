@@ -1,0 +1,624 @@
+/* sparse.c: unstructured magnitude pruning and the sparse linear layer.  Pruning finds the
+ * exact |w| threshold of the requested count with a radix select over the magnitudes' bit
+ * patterns (four histogram passes, no sorting, no copy) and breaks ties by position, so it is
+ * exact and deterministic.  A pruned matrix is stored in one of two formats (sparse_int.h,
+ * docs/sparsity.md): CSR, read by the portable kernels, and WIN16, 16 output rows per group
+ * read in 16-lane slots through 32-column windows of x, which the AVX-512 kernels of
+ * sparse_avx512.c run with register permutes instead of gathers.  This file holds the
+ * builders, the portable reference kernels of both formats, the thread split (fixed ranges of
+ * output rows, so every output is summed in the same order whatever the thread count) and the
+ * dense fallback rule. */
+#include "sparse_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- pruning ----
+
+/* |v| as an integer that orders like the value (the bits of a non-negative float do). */
+static inline uint32_t mag_bits(float v)
+{
+	uint32_t b;
+	memcpy(&b, &v, sizeof(b));
+	return b & 0x7fffffffu;
+}
+
+#define MAG_INF 0x7f800000u  /* magnitudes at or above this are inf or NaN */
+
+size_t tm_prune_count(size_t total, double sparsity)
+{
+	if (!(sparsity > 0.0))
+		return 0;
+	if (sparsity >= 1.0)
+		return total;
+	double c = floor(sparsity * (double)total + 0.5);
+	return c >= (double)total ? total : (size_t)c;
+}
+
+static int prune_check(const tm_prune_tensor *t, int n, double sparsity, size_t *total,
+		       tm_err *err)
+{
+	if (!(sparsity >= 0.0 && sparsity <= 1.0))
+		return tm_err_set(err, TM_EINVAL, "sparsity",
+				  "prune: sparsity %g must be in [0, 1]", sparsity);
+	*total = 0;
+	for (int i = 0; i < n; i++) {
+		if (t[i].len && !t[i].w)
+			return tm_err_set(err, TM_EINVAL, "prune",
+					  "prune: tensor %d has %zu weights but no data", i,
+					  t[i].len);
+		for (size_t j = 0; j < t[i].len; j++)
+			if (mag_bits(t[i].w[j]) >= MAG_INF)
+				return tm_err_set(err, TM_EINVAL, "prune",
+						  "prune: weight %zu of tensor %d is not finite",
+						  j, i);
+		*total += t[i].len;
+	}
+	return 0;
+}
+
+/* The magnitude (as bits) of the element of 0-based rank r in increasing |w| order, and the
+ * number of elements strictly below it: one 8-bit digit per pass, most significant first,
+ * counting only the elements that share the digits found so far. */
+static uint32_t prune_select(const tm_prune_tensor *t, int n, size_t r, size_t *n_below)
+{
+	uint32_t prefix = 0;
+	size_t below = 0;
+	for (int shift = 24; shift >= 0; shift -= 8) {
+		size_t hist[256] = { 0 };
+		uint32_t hi = shift == 24 ? 0 : ~0u << (shift + 8);
+		for (int i = 0; i < n; i++)
+			for (size_t j = 0; j < t[i].len; j++) {
+				uint32_t b = mag_bits(t[i].w[j]);
+				if ((b & hi) == prefix)
+					hist[(b >> shift) & 255]++;
+			}
+		uint32_t d = 0;
+		while (below + hist[d] <= r)
+			below += hist[d++];
+		prefix |= d << shift;
+	}
+	*n_below = below;
+	return prefix;
+}
+
+int tm_prune_magnitude_global(tm_prune_tensor *t, int n, double sparsity, tm_prune_result *res,
+			      tm_err *err)
+{
+	if (n < 0 || (n > 0 && !t))
+		return tm_err_set(err, TM_EINVAL, "prune", "prune: %d tensors given", n);
+	size_t total = 0;
+	int rc = prune_check(t, n, sparsity, &total, err);
+	if (rc)
+		return rc;
+	size_t count = tm_prune_count(total, sparsity);
+	uint32_t thr = 0;
+	size_t below = 0;
+	if (count > 0)
+		thr = prune_select(t, n, count - 1, &below);
+	size_t ties = count - below;  /* elements equal to the threshold still to prune */
+	for (int i = 0; i < n; i++) {
+		t[i].pruned = 0;
+		for (size_t j = 0; j < t[i].len; j++) {
+			uint32_t b = mag_bits(t[i].w[j]);
+			bool cut = false;
+			if (count > 0 && b < thr)
+				cut = true;
+			else if (count > 0 && b == thr && ties > 0) {
+				cut = true;
+				ties--;
+			}
+			if (cut) {
+				t[i].w[j] = 0.0f;
+				t[i].pruned++;
+			}
+			if (t[i].mask)
+				t[i].mask[j] = !cut;
+		}
+	}
+	if (res) {
+		res->total = total;
+		res->pruned = count;
+		memcpy(&res->threshold, &thr, sizeof(float));
+	}
+	return 0;
+}
+
+int tm_prune_magnitude(float *w, size_t len, double sparsity, uint8_t *mask,
+		       tm_prune_result *res, tm_err *err)
+{
+	tm_prune_tensor t = { .w = w, .len = len, .mask = mask };
+	return tm_prune_magnitude_global(&t, 1, sparsity, res, err);
+}
+
+size_t tm_prune_mask_from(const float *w, size_t len, uint8_t *mask)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < len; i++) {
+		mask[i] = w[i] != 0.0f;
+		kept += mask[i];
+	}
+	return kept;
+}
+
+void tm_prune_mask_apply(const uint8_t *mask, size_t len, float *w, float *grad)
+{
+	for (size_t i = 0; i < len; i++)
+		if (!mask[i]) {
+			if (w)
+				w[i] = 0.0f;
+			if (grad)
+				grad[i] = 0.0f;
+		}
+}
+
+double tm_sparsity(const float *w, size_t len)
+{
+	if (!len)
+		return 0.0;
+	size_t zeros = 0;
+	for (size_t i = 0; i < len; i++)
+		zeros += w[i] == 0.0f;
+	return (double)zeros / (double)len;
+}
+
+// ---- storage ----
+
+const char *tm_sparse_format_name(tm_sparse_format f)
+{
+	switch (f) {
+	case TM_SPARSE_AUTO: return "auto";
+	case TM_SPARSE_CSR: return "csr";
+	case TM_SPARSE_WIN16: return "win16";
+	}
+	return "unknown";
+}
+
+#define CSR_IDX16_MAX_K 65536  /* columns 0..65535 fit in uint16 */
+
+static inline int32_t csr_col(const tm_sparse_w *s, int64_t p)
+{
+	return s->col16 ? s->col16[p] : s->col32[p];
+}
+
+/* One 64-byte aligned block of exactly bytes (the allocator's own bookkeeping aside). */
+static void *block_alloc(size_t bytes)
+{
+	void *p = NULL;
+	if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0)
+		return NULL;
+	return p;
+}
+
+static tm_sparse_w *sparse_alloc(int n, int k, tm_sparse_format format)
+{
+	tm_sparse_w *s = tm_xcalloc(1, sizeof(*s));
+	s->n = n;
+	s->k = k;
+	s->format = format;
+	return s;
+}
+
+void tm_sparse_free(tm_sparse_w *s)
+{
+	if (!s)
+		return;
+	free(s->block);
+	free(s);
+}
+
+/* CSR from dense W: values first (64-byte aligned), then row_ptr, then the columns. */
+static int csr_build(int n, int k, const float *w, tm_sparse_w **out, tm_err *err)
+{
+	int64_t nnz = 0;
+	for (size_t i = 0; i < (size_t)n * k; i++)
+		nnz += w[i] != 0.0f;
+	size_t isz = k <= CSR_IDX16_MAX_K ? sizeof(uint16_t) : sizeof(int32_t);
+	size_t bytes = (size_t)nnz * sizeof(float) + ((size_t)n + 1) * sizeof(int32_t) +
+		       (size_t)nnz * isz;
+	tm_sparse_w *s = sparse_alloc(n, k, TM_SPARSE_CSR);
+	s->block = block_alloc(bytes);
+	if (!s->block) {
+		free(s);
+		return tm_err_set(err, TM_ENOMEM, "sparse",
+				  "sparse: cannot allocate %zu bytes for a (%d, %d) csr matrix",
+				  bytes, n, k);
+	}
+	s->bytes = bytes;
+	s->nnz = nnz;
+	uint8_t *b = s->block;
+	s->val = (float *)b;
+	s->row_ptr = (int32_t *)(b + (size_t)nnz * sizeof(float));
+	void *cols = b + (size_t)nnz * sizeof(float) + ((size_t)n + 1) * sizeof(int32_t);
+	if (isz == sizeof(uint16_t))
+		s->col16 = cols;
+	else
+		s->col32 = cols;
+	int64_t p = 0;
+	for (int r = 0; r < n; r++) {
+		s->row_ptr[r] = (int32_t)p;
+		const float *wr = w + (size_t)r * k;
+		for (int j = 0; j < k; j++) {
+			if (wr[j] == 0.0f)
+				continue;
+			s->val[p] = wr[j];
+			if (s->col16)
+				s->col16[p] = (uint16_t)j;
+			else
+				s->col32[p] = j;
+			p++;
+		}
+	}
+	s->row_ptr[n] = (int32_t)p;
+	*out = s;
+	return 0;
+}
+
+/* Walk the WIN16 schedule of csr c.  Group g holds rows 16 g .. 16 g + 15 (lane l = row
+ * 16 g + l), each lane's entries in column order.  Window w covers columns [16 w, 16 w + 32);
+ * it gets as many slots as the lane with the most entries left below 16 w + 16 needs, so no
+ * entry is left behind when the window moves on, and in each slot every lane takes its next
+ * entry if that lies inside the window (an entry in the upper half is taken early when the
+ * lane has a free slot).  Lanes without an entry are padding (value 0, offset 0).  With
+ * out == NULL only counts; returns the number of slots. */
+static int64_t win16_schedule(const tm_sparse_w *c, tm_sparse_w *out)
+{
+	int n = c->n, k = c->k;
+	int groups = (n + SPARSE_LANES - 1) / SPARSE_LANES, nwin = (k + SPARSE_STEP - 1) / SPARSE_STEP;
+	int64_t slot = 0;
+	for (int g = 0; g < groups; g++) {
+		int64_t head[SPARSE_LANES], end[SPARSE_LANES];
+		for (int l = 0; l < SPARSE_LANES; l++) {
+			int r = g * SPARSE_LANES + l;
+			head[l] = r < n ? c->row_ptr[r] : 0;
+			end[l] = r < n ? c->row_ptr[r + 1] : 0;
+		}
+		if (out)
+			out->group_slot[g] = (int32_t)slot;
+		for (int w = 0; w < nwin; w++) {
+			int lo = w * SPARSE_STEP;
+			int must = 0;
+			for (int l = 0; l < SPARSE_LANES; l++) {
+				int64_t p = head[l];
+				while (p < end[l] && csr_col(c, p) < lo + SPARSE_STEP)
+					p++;
+				if (p - head[l] > must)
+					must = (int)(p - head[l]);
+			}
+			for (int q = 0; q < must; q++, slot++)
+				for (int l = 0; l < SPARSE_LANES; l++) {
+					bool take = head[l] < end[l] &&
+						    csr_col(c, head[l]) < lo + SPARSE_WIDTH;
+					if (out) {
+						size_t at = (size_t)slot * SPARSE_LANES + l;
+						out->slot_val[at] = take ? c->val[head[l]] : 0.0f;
+						out->slot_idx[at] = take ?
+							(uint8_t)(csr_col(c, head[l]) - lo) : 0;
+					}
+					head[l] += take;
+				}
+			if (out)
+				out->win_slots[(size_t)g * nwin + w] = (uint8_t)must;
+		}
+	}
+	if (out)
+		out->group_slot[groups] = (int32_t)slot;
+	return slot;
+}
+
+/* WIN16 block: slot values (64-byte aligned), slot offsets, group starts, window counts. */
+static int win16_build(const tm_sparse_w *c, tm_sparse_w **out, tm_err *err)
+{
+	int n = c->n, k = c->k;
+	int groups = (n + SPARSE_LANES - 1) / SPARSE_LANES, nwin = (k + SPARSE_STEP - 1) / SPARSE_STEP;
+	int64_t slots = win16_schedule(c, NULL);
+	size_t lanes = (size_t)slots * SPARSE_LANES;
+	size_t bytes = lanes * sizeof(float) + lanes + ((size_t)groups + 1) * sizeof(int32_t) +
+		       (size_t)groups * nwin;
+	tm_sparse_w *s = sparse_alloc(n, k, TM_SPARSE_WIN16);
+	s->block = block_alloc(bytes);
+	if (!s->block) {
+		free(s);
+		return tm_err_set(err, TM_ENOMEM, "sparse",
+				  "sparse: cannot allocate %zu bytes for a (%d, %d) win16 matrix",
+				  bytes, n, k);
+	}
+	s->bytes = bytes;
+	s->nnz = c->nnz;
+	s->groups = groups;
+	s->nwin = nwin;
+	s->slots = slots;
+	uint8_t *b = s->block;
+	s->slot_val = (float *)b;
+	s->slot_idx = b + lanes * sizeof(float);
+	s->group_slot = (int32_t *)(b + lanes * (sizeof(float) + 1));
+	s->win_slots = b + lanes * (sizeof(float) + 1) + ((size_t)groups + 1) * sizeof(int32_t);
+	win16_schedule(c, s);
+	*out = s;
+	return 0;
+}
+
+int tm_sparse_new(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_format format,
+		  tm_sparse_w **out, tm_err *err)
+{
+	*out = NULL;
+	if (n < 1 || k < 1)
+		return tm_err_set(err, TM_EINVAL, "sparse",
+				  "sparse: weight shape (%d, %d) must be at least (1, 1)", n, k);
+	if ((int64_t)n * k > INT32_MAX)
+		return tm_err_set(err, TM_ELIMIT, "sparse",
+				  "sparse: weight shape (%d, %d) has more than %d entries", n, k,
+				  INT32_MAX);
+	if (format < TM_SPARSE_AUTO || format > TM_SPARSE_WIN16)
+		return tm_err_set(err, TM_EINVAL, "sparse", "sparse: format %d is not known",
+				  (int)format);
+	if (format == TM_SPARSE_AUTO)
+		format = ctx && ctx->isa >= TM_ISA_AVX512 ? TM_SPARSE_WIN16 : TM_SPARSE_CSR;
+	tm_sparse_w *c = NULL;
+	int rc = csr_build(n, k, w, &c, err);
+	if (rc || format == TM_SPARSE_CSR) {
+		*out = c;
+		return rc;
+	}
+	rc = win16_build(c, out, err);
+	tm_sparse_free(c);
+	return rc;
+}
+
+size_t tm_sparse_bytes(const tm_sparse_w *s)
+{
+	return s ? s->bytes : 0;
+}
+
+void tm_sparse_get_info(const tm_sparse_w *s, tm_sparse_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->n = s->n;
+	info->k = s->k;
+	info->format = s->format;
+	info->nnz = s->nnz;
+	info->sparsity = 1.0 - (double)s->nnz / ((double)s->n * s->k);
+	info->bytes = s->bytes;
+	info->dense_bytes = (size_t)s->n * s->k * sizeof(float);
+	info->slots = s->format == TM_SPARSE_WIN16 ? s->slots : 0;
+	info->fill = s->format == TM_SPARSE_WIN16 ?
+		     (s->slots ? (double)s->nnz / ((double)s->slots * SPARSE_LANES) : 1.0) : 1.0;
+}
+
+void tm_sparse_to_dense(const tm_sparse_w *s, float *w)
+{
+	memset(w, 0, sizeof(float) * (size_t)s->n * s->k);
+	if (s->format == TM_SPARSE_CSR) {
+		for (int r = 0; r < s->n; r++)
+			for (int64_t p = s->row_ptr[r]; p < s->row_ptr[r + 1]; p++)
+				w[(size_t)r * s->k + csr_col(s, p)] = s->val[p];
+		return;
+	}
+	for (int g = 0; g < s->groups; g++) {
+		int64_t q = s->group_slot[g];
+		for (int win = 0; win < s->nwin; win++)
+			for (int c = s->win_slots[(size_t)g * s->nwin + win]; c > 0; c--, q++)
+				for (int l = 0; l < SPARSE_LANES; l++) {
+					size_t at = (size_t)q * SPARSE_LANES + l;
+					int r = g * SPARSE_LANES + l;
+					if (s->slot_val[at] != 0.0f && r < s->n)
+						w[(size_t)r * s->k + win * SPARSE_STEP +
+						  s->slot_idx[at]] = s->slot_val[at];
+				}
+	}
+}
+
+// ---- portable kernels ----
+
+static inline float act_relu(float v, bool relu)
+{
+	return relu ? (v > 0.0f ? v : 0.0f) : v;
+}
+
+/* One CSR row against one x row with four independent partial sums (p mod 4), added as
+ * (s0 + s1) + (s2 + s3). */
+static float csr_dot(const tm_sparse_w *s, int r, const float *x)
+{
+	int64_t p = s->row_ptr[r], e = s->row_ptr[r + 1];
+	float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+	const float *v = s->val;
+	if (s->col16) {
+		const uint16_t *c = s->col16;
+		for (; p + 4 <= e; p += 4) {
+			s0 += v[p] * x[c[p]];
+			s1 += v[p + 1] * x[c[p + 1]];
+			s2 += v[p + 2] * x[c[p + 2]];
+			s3 += v[p + 3] * x[c[p + 3]];
+		}
+		for (int q = 0; p < e; p++, q++) {
+			float t = v[p] * x[c[p]];
+			if (q == 0)
+				s0 += t;
+			else if (q == 1)
+				s1 += t;
+			else
+				s2 += t;
+		}
+	} else {
+		const int32_t *c = s->col32;
+		for (; p + 4 <= e; p += 4) {
+			s0 += v[p] * x[c[p]];
+			s1 += v[p + 1] * x[c[p + 1]];
+			s2 += v[p + 2] * x[c[p + 2]];
+			s3 += v[p + 3] * x[c[p + 3]];
+		}
+		for (int q = 0; p < e; p++, q++) {
+			float t = v[p] * x[c[p]];
+			if (q == 0)
+				s0 += t;
+			else if (q == 1)
+				s1 += t;
+			else
+				s2 += t;
+		}
+	}
+	return (s0 + s1) + (s2 + s3);
+}
+
+static void csr_rows_portable(const tm_sparse_w *s, int r0, int r1, int m, const float *x,
+			      const float *bias, bool relu, float *y)
+{
+	int n = s->n, k = s->k;
+	for (int r = r0; r < r1; r++) {
+		float b = bias ? bias[r] : 0.0f;
+		for (int i = 0; i < m; i++)
+			y[(size_t)i * n + r] = act_relu(csr_dot(s, r, x + (size_t)i * k) + b, relu);
+	}
+}
+
+/* The WIN16 reference, in the AVX-512 kernels' order: within a window the slots go in pairs,
+ * the first of a pair to a0 and the second to a1, an odd last slot to a0; the result is
+ * (a0 + a1) + bias. */
+static void win16_groups_portable(const tm_sparse_w *s, int g0, int g1, int m, const float *x,
+				  const float *bias, bool relu, float *y)
+{
+	int n = s->n, k = s->k, nwin = s->nwin;
+	for (int g = g0; g < g1; g++) {
+		for (int i = 0; i < m; i++) {
+			const float *xr = x + (size_t)i * k;
+			float a0[SPARSE_LANES] = { 0 }, a1[SPARSE_LANES] = { 0 };
+			size_t q = (size_t)s->group_slot[g];
+			for (int w = 0; w < nwin; w++) {
+				const float *xw = xr + w * SPARSE_STEP;
+				int c = s->win_slots[(size_t)g * nwin + w];
+				for (int j = 0; j < c; j++, q++) {
+					float *a = (j & 1) ? a1 : a0;
+					const float *v = s->slot_val + q * SPARSE_LANES;
+					const uint8_t *id = s->slot_idx + q * SPARSE_LANES;
+					for (int l = 0; l < SPARSE_LANES; l++)
+						if (v[l] != 0.0f)
+							a[l] += v[l] * xw[id[l]];
+				}
+			}
+			for (int l = 0; l < SPARSE_LANES; l++) {
+				int r = g * SPARSE_LANES + l;
+				if (r < n)
+					y[(size_t)i * n + r] =
+						act_relu((a0[l] + a1[l]) + (bias ? bias[r] : 0.0f), relu);
+			}
+		}
+	}
+}
+
+// ---- dispatch and threads ----
+
+typedef struct sparse_job {
+	const tm_sparse_w *s;
+	sparse_win16_fn win16;  /* WIN16 kernel, NULL for CSR */
+	int m;
+	const float *x;
+	const float *bias;
+	bool relu;
+	float *y;
+	int units;              /* groups (WIN16) or rows (CSR) */
+	int chunk;              /* units per task */
+} sparse_job;
+
+static void sparse_task(void *arg, int task)
+{
+	const sparse_job *j = arg;
+	int u0 = task * j->chunk;
+	int u1 = u0 + j->chunk < j->units ? u0 + j->chunk : j->units;
+	if (j->win16)
+		j->win16(j->s, u0, u1, j->m, j->x, j->bias, j->relu, j->y);
+	else
+		csr_rows_portable(j->s, u0, u1, j->m, j->x, j->bias, j->relu, j->y);
+}
+
+#define SPARSE_MT_MIN_MACS (1 << 17)  /* multiply-adds below which one thread does it all */
+
+static const sparse_kernels *kernels_for(tm_isa isa)
+{
+	return isa >= TM_ISA_AVX512 ? &tm_sparse_avx512 : NULL;
+}
+
+void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const float *x,
+		      const float *bias, tm_act act, float *y)
+{
+	if (m <= 0)
+		return;
+	tm_isa isa = ctx ? ctx->isa : TM_ISA_PORTABLE;
+	const sparse_kernels *ks = kernels_for(isa);
+	sparse_job j = {
+		.s = s,
+		.m = m,
+		.x = x,
+		.bias = bias,
+		.relu = act == TM_ACT_RELU,
+		.y = y,
+	};
+	if (s->format == TM_SPARSE_WIN16) {
+		j.win16 = ks ? ks->win16 : win16_groups_portable;
+		j.units = s->groups;
+	} else {
+		j.units = s->n;
+	}
+	int threads = tm_pool_threads(ctx ? ctx->pool : NULL);
+	int ntasks = 1;
+	j.chunk = j.units;
+	if (threads > 1 && (double)s->nnz * m >= SPARSE_MT_MIN_MACS && j.units > 1) {
+		int q = s->format == TM_SPARSE_CSR ? 4 : 1;  /* CSR: rows in multiples of 4 */
+		int blocks = (j.units + q - 1) / q;
+		j.chunk = (blocks + threads - 1) / threads * q;
+		ntasks = (j.units + j.chunk - 1) / j.chunk;
+	}
+	if (ntasks == 1)
+		sparse_task(&j, 0);
+	else
+		tm_pool_run(ctx->pool, ntasks, sparse_task, &j);
+	if (act == TM_ACT_GELU)
+		tm_gelu_forward_ctx(ctx, (size_t)m * s->n, y, y);
+}
+
+// ---- the dense fallback rule ----
+
+/* Break-even sparsity (fraction of zeros) above which the sparse kernels beat the fastest
+ * dense path of the same kernel set, measured by bench_sparse.c on the MLP's 784x128 layer
+ * and checked on the other event shapes (docs/sparsity.md has the runs).  Batch 1 is the
+ * single-stream GEMV; batches of 16 and more are the GEMM regime. */
+typedef struct sparse_break_even {
+	tm_isa isa;
+	double m1;      /* batch 1 */
+	double m_small; /* batch 2..15 */
+	double m_big;   /* batch >= 16 */
+} sparse_break_even;
+
+static const sparse_break_even break_even_table[] = {
+	{ TM_ISA_PORTABLE, 0.30, 0.30, 0.50 },
+	{ TM_ISA_AVX2, 0.85, 0.85, 0.90 },
+	{ TM_ISA_AVX512, 0.60, 0.65, 0.70 },
+};
+
+double tm_sparse_break_even(tm_isa isa, int n, int k, int m)
+{
+	(void)n;
+	(void)k;
+	const sparse_break_even *e = &break_even_table[0];
+	for (size_t i = 0; i < sizeof(break_even_table) / sizeof(break_even_table[0]); i++)
+		if (break_even_table[i].isa == isa)
+			e = &break_even_table[i];
+	return m <= 1 ? e->m1 : m < 16 ? e->m_small : e->m_big;
+}
+
+bool tm_sparse_decide(tm_isa isa, int n, int k, double sparsity, int m, char *why, size_t len)
+{
+	double be = tm_sparse_break_even(isa, n, k, m);
+	bool sparse = sparsity >= be;
+	if (why && len) {
+		tm_sparse_format f = isa >= TM_ISA_AVX512 ? TM_SPARSE_WIN16 : TM_SPARSE_CSR;
+		if (sparse)
+			snprintf(why, len, "sparse %s, %.1f%% zeros (break-even %.0f%%)",
+				 tm_sparse_format_name(f), 100.0 * sparsity, 100.0 * be);
+		else
+			snprintf(why, len, "dense: %.1f%% zeros is below the %.0f%% break-even",
+				 100.0 * sparsity, 100.0 * be);
+	}
+	return sparse;
+}
