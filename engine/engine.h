@@ -146,6 +146,85 @@ void tm_packed_w_free(tm_packed_w *pw);
 void tm_linear_packed(const tm_ctx *ctx, int m, const tm_packed_w *pw, const float *x,
 		      const float *bias, tm_act act, float *y);
 
+// ---- int8 (qgemm.c) ----
+/* INT8 inference (docs/int8.md): symmetric int8 weights with one scale per output channel (or
+ * per tensor), symmetric int8 activations with one calibrated scale per tensor, int8 x int8
+ * products summed exactly in int32, then y = acc * (x_scale * w_scale[j]) + bias[j].  Kernels:
+ * portable C, AVX2 (vpmaddubsw with the sign trick, exact), AVX-512 VNNI (vpdpbusd on u8 =
+ * q + 128 with a precomputed correction); every set gives the same int32 sums and the same
+ * float outputs.  ctx->isa selects the set (AVX512 uses VNNI where the CPU has it, else AVX2). */
+
+typedef enum tm_qgran {
+	TM_QGRAN_CHANNEL = 0,  /* one scale per output channel (row of W) */
+	TM_QGRAN_TENSOR = 1,   /* one scale for the whole matrix */
+} tm_qgran;
+
+/* q(n, k) = rint(W / scale) clamped to [-127, 127] with scale = max |W| / 127 per row (per
+ * tensor: over all of W, written to every scale[j]); an all-zero row (or tensor) gets scale 1
+ * and q = 0.  Fails with TM_EINVAL for n, k < 1 or a weight that is not finite. */
+int tm_quantize_weights(int n, int k, const float *w, tm_qgran gran, int8_t *q, float *scale,
+			tm_err *err);
+/* The activation scale for a calibrated range: amax / 127, or 1 when amax is 0, tiny or not
+ * finite. */
+float tm_qscale(float amax);
+/* q[i] = rint(x[i] / scale) clamped to [-127, 127] (computed as x * (1 / scale)), the rounding
+ * every kernel set uses. */
+void tm_quantize_act(size_t len, const float *x, float scale, int8_t *q);
+
+/* Activation calibration: feed batches of activations, read a symmetric scale.  MINMAX keeps
+ * the exact min and max (amax = max |x|); PERCENTILE also keeps a histogram of |x| (bins of
+ * 2^-9 relative width) and amax is the nearest-rank percentile of |x|, rounded up to its bin's
+ * upper edge (within 0.2% above the exact value, never above the max). */
+typedef enum tm_qcalib_method { TM_QCALIB_MINMAX = 0, TM_QCALIB_PERCENTILE = 1 } tm_qcalib_method;
+typedef struct tm_qcalib tm_qcalib;
+/* percentile in (0, 100] (ignored for MINMAX); caller frees with tm_qcalib_free. */
+int tm_qcalib_new(tm_qcalib_method method, double percentile, tm_qcalib **out, tm_err *err);
+void tm_qcalib_free(tm_qcalib *c);
+void tm_qcalib_add(tm_qcalib *c, size_t len, const float *x);  /* non-finite values skipped */
+int64_t tm_qcalib_count(const tm_qcalib *c);                    /* values seen */
+void tm_qcalib_range(const tm_qcalib *c, float *min, float *max);  /* 0, 0 before any value */
+float tm_qcalib_amax(const tm_qcalib *c);
+float tm_qcalib_scale(const tm_qcalib *c);                      /* tm_qscale(amax) */
+
+/* A quantized linear layer Y(m, n) = act(X(m, k) W(n, k)^T + bias): W quantized once and packed
+ * for the int8 kernels, x_scale the calibrated activation scale.  Stores int8 weights (n
+ * rounded up to 16, k to 4), n float scales, n int32 row-sum corrections and the n float biases
+ * in one allocation (tm_qlinear_bytes).  Fails with TM_EINVAL (shapes, k > 65536, non-finite
+ * weights, x_scale not positive) and TM_ENOMEM.  Caller frees with tm_qlinear_free. */
+typedef struct tm_qlinear tm_qlinear;
+int tm_qlinear_new(int n, int k, const float *w, const float *bias, tm_qgran gran,
+		   float x_scale, tm_qlinear **out, tm_err *err);
+void tm_qlinear_free(tm_qlinear *ql);
+size_t tm_qlinear_bytes(const tm_qlinear *ql);  /* bytes allocated for the stored layer */
+int tm_qlinear_n(const tm_qlinear *ql);
+int tm_qlinear_k(const tm_qlinear *ql);
+float tm_qlinear_x_scale(const tm_qlinear *ql);
+/* Copy the quantized weights out: q (n, k) and scale (n); either may be NULL. */
+void tm_qlinear_weights(const tm_qlinear *ql, int8_t *q, float *scale);
+/* Forward from float input (quantized on the fly with the layer's x_scale).  ReLU is fused;
+ * GELU is applied to the float output with tm_gelu_forward_ctx. */
+void tm_qlinear_forward(const tm_ctx *ctx, const tm_qlinear *ql, int m, const float *x,
+			tm_act act, float *y);
+/* Forward from int8 input xq (m, k) of scale x_scale; float output, or (the _q8 variant)
+ * int8 output requantized with y_scale, for chaining layers (act NONE or RELU). */
+void tm_qlinear_forward_q(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
+			  float x_scale, tm_act act, float *y);
+void tm_qlinear_forward_q8(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
+			   float x_scale, tm_act act, float y_scale, int8_t *yq);
+/* The raw int32 sums acc(m, n) = xq(m, k) * q(n, k)^T, for tests and composition. */
+void tm_qgemm_s32(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
+		  int32_t *acc);
+/* Name of the int8 kernel set ctx selects: "portable", "avx2" or "avx512vnni". */
+const char *tm_qgemm_kernels_name(const tm_ctx *ctx);
+
+/* int8 conv3x3 (stride 1, no padding, NCHW like tm_conv3x3_forward): the input is quantized
+ * with x_scale, patches are gathered as int8 rows and multiplied by the int8 filters
+ * (cout, cin*9) with tm_qlinear's kernels.  Build the layer with
+ * tm_qlinear_new(cout, cin * 9, w, b, ...); scratch holds tm_qconv3x3_scratch_bytes bytes. */
+size_t tm_qconv3x3_scratch_bytes(int cin, int h, int w, int cout);
+void tm_qconv3x3_forward(const tm_ctx *ctx, const tm_qlinear *ql, int n, int cin, int h, int w,
+			 const float *x, tm_act act, float *y, void *scratch);
+
 // ---- sparse (sparse.c) ----
 /* Unstructured magnitude pruning and sparse linear layers (docs/sparsity.md).  Pruning zeroes
  * exactly tm_prune_count(total, sparsity) weights of smallest |w|, per tensor or over several
