@@ -272,7 +272,8 @@ static const qgemm_kernels *kernels_for(const tm_ctx *ctx)
 	if (isa == TM_ISA_PORTABLE)
 		return &qgemm_portable;
 	pthread_once(&g_cpu_once, cpu_init);
-	(void)g_cpu;
+	if (isa >= TM_ISA_AVX512 && g_cpu.avx512f && g_cpu.avx512bw && g_cpu.avx512vnni)
+		return &tm_qgemm_avx512;
 	return &qgemm_portable;
 }
 
