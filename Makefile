@@ -55,6 +55,7 @@ ENGINE_OBJS += engine/gemm_avx512.o
 ENGINE_OBJS += engine/sparse.o
 ENGINE_OBJS += engine/sparse_avx512.o
 ENGINE_OBJS += engine/qgemm.o
+ENGINE_OBJS += engine/qgemm_avx2.o
 ENGINE_OBJS += engine/qgemm_avx512.o
 ENGINE_OBJS += engine/optim.o
 ENGINE_OBJS += engine/ops.o
@@ -116,6 +117,7 @@ $(BUILD)/engine/version.o: .FORCE
 # Per-object SIMD flags (target-specific variables, prefixed with the build directory).
 $(BUILD)/engine/gemm_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
 $(BUILD)/engine/gemm_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
+$(BUILD)/engine/qgemm_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
 $(BUILD)/engine/qgemm_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
 $(BUILD)/engine/sparse_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
 $(BUILD)/engine/ops_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)

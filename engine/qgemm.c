@@ -274,6 +274,8 @@ static const qgemm_kernels *kernels_for(const tm_ctx *ctx)
 	pthread_once(&g_cpu_once, cpu_init);
 	if (isa >= TM_ISA_AVX512 && g_cpu.avx512f && g_cpu.avx512bw && g_cpu.avx512vnni)
 		return &tm_qgemm_avx512;
+	if (isa >= TM_ISA_AVX2 && g_cpu.avx2)
+		return &tm_qgemm_avx2;
 	return &qgemm_portable;
 }
 
