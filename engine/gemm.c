@@ -154,12 +154,17 @@ static bool want_pack_a(const gemm_job *j)
 	return j->cs_a != 1 || (j->rs_a * (ptrdiff_t)sizeof(float)) % 4096 == 0;
 }
 
-static void run_blocked(const gemm_job *j, int m0, int m1, int n0, int n1)
+/* noinline: its packing space on the stack stays out of the other paths' frames */
+static __attribute__((noinline)) void run_blocked(const gemm_job *j, int m0, int m1, int n0,
+						 int n1)
 {
 	const gemm_kernels *ks = j->ks;
 	const int MR = ks->mr, NR = ks->nr, k = j->k;
+	/* k in near-equal blocks (a function of k alone: the summation order), columns in
+	 * near-equal blocks of whole panels */
 	int nkb = (k + ks->kc - 1) / ks->kc, kcb = (k + nkb - 1) / nkb;
-	int ncmax = n1 - n0 < ks->nc ? (n1 - n0 + NR - 1) / NR * NR : ks->nc;
+	int nnb = (n1 - n0 + ks->nc - 1) / ks->nc;
+	int ncmax = ((n1 - n0 + nnb - 1) / nnb + NR - 1) / NR * NR;
 	int mcmax = m1 - m0 < ks->mc ? (m1 - m0 + MR - 1) / MR * MR : ks->mc;
 	bool pack_a = want_pack_a(j);
 	size_t bfl = j->bp ? 0 : (size_t)kcb * ncmax;
@@ -170,8 +175,8 @@ static void run_blocked(const gemm_job *j, int m0, int m1, int n0, int n1)
 		bbuf = heap = buf_alloc(afl + bfl);
 	float *abuf = bbuf + bfl;
 
-	for (int jc = n0; jc < n1; jc += ks->nc) {
-		int nc = n1 - jc < ks->nc ? n1 - jc : ks->nc;
+	for (int jc = n0; jc < n1; jc += ncmax) {
+		int nc = n1 - jc < ncmax ? n1 - jc : ncmax;
 		for (int kb = 0; kb < nkb; kb++) {
 			int pc = kb * kcb, kc = k - pc < kcb ? k - pc : kcb;
 			const float *bb;
@@ -260,24 +265,32 @@ static void run_task(void *arg, int task)
 }
 
 #define GEMM_MT_MIN_FLOPS (1 << 18) /* multiply-adds below which one thread does it all */
+#define GEMM_TASKS_PER_THREAD 3     /* smaller tasks balance a pool sharing busy cores */
 
-/* Cut the job into column or row ranges, multiples of the tile, one per thread. */
+/* Cut the job into column ranges (or row ranges when there are too few columns), whole tiles
+ * each, a few per thread; the pool hands them out as threads become free. */
 static void run_job(const tm_ctx *ctx, gemm_job *j)
 {
 	int threads = tm_pool_threads(ctx ? ctx->pool : NULL);
 	int mq = j->mode == GEMM_BLOCKED ? j->ks->mr : 4;
 	int nq = j->mode == GEMM_DOT ? 16 : j->ks->nr;
 	int mb = (j->m + mq - 1) / mq, nb = (j->n + nq - 1) / nq;
+	double work = (double)j->m * j->n * j->k;
 	j->ntasks = 1;
 	j->split_n = true;
 	j->chunk = j->n;
-	if (threads > 1 && (double)j->m * j->n * j->k >= GEMM_MT_MIN_FLOPS) {
+	if (threads > 1 && work >= GEMM_MT_MIN_FLOPS) {
+		int want = threads * GEMM_TASKS_PER_THREAD;
+		if (work / want < GEMM_MT_MIN_FLOPS / 2)
+			want = threads;
 		if (nb >= threads || (nb >= mb && nb > 1)) {
-			j->chunk = (nb + threads - 1) / threads * nq;
+			int per = (nb + want - 1) / want;
+			j->chunk = per * nq;
 			j->ntasks = (j->n + j->chunk - 1) / j->chunk;
 		} else if (mb > 1) {
+			int per = (mb + want - 1) / want;
 			j->split_n = false;
-			j->chunk = (mb + threads - 1) / threads * mq;
+			j->chunk = per * mq;
 			j->ntasks = (j->m + j->chunk - 1) / j->chunk;
 		}
 	}

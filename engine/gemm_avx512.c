@@ -403,7 +403,7 @@ static void dot(int m, int n, int k, const float *x, ptrdiff_t ldx, const float 
 
 // ---- matrix-vector on rows of W ----
 
-#define GEMV_RG 4 /* rows of W streamed side by side */
+#define GEMV_RG 4 /* rows of W streamed side by side (measured best of 1, 2, 4, 8) */
 
 /* Rows q0..q0+RG-1 of a 16-row tile: RG rows side by side, two accumulators each taking
  * alternate chunks of 16; v[q] gets each row's vector of partial sums. */
@@ -459,14 +459,17 @@ INLINE void gemv_rows_tile(int nw, int k, const float *x, const float *w, ptrdif
 			   float *y, const gemm_epi *e, const float *bias)
 {
 	__m512 v[16];
-	for (int q0 = 0; q0 < 16; q0 += GEMV_RG) {
-		if (q0 < nw) {
-			gemv_rows_group(GEMV_RG, q0, nw, k, x, w, ldw, v);
-		} else {
-			for (int q = q0; q < q0 + GEMV_RG; q++)
-				v[q] = _mm512_setzero_ps();
-		}
-	}
+#pragma GCC unroll 16
+	for (int q = 0; q < 16; q++)
+		v[q] = _mm512_setzero_ps();
+	/* whole groups, then the rows left over in smaller ones (same sums per row) */
+	int q0 = 0;
+	for (; q0 + GEMV_RG <= nw; q0 += GEMV_RG)
+		gemv_rows_group(GEMV_RG, q0, nw, k, x, w, ldw, v);
+	for (; q0 + 2 <= nw; q0 += 2)
+		gemv_rows_group(2, q0, nw, k, x, w, ldw, v);
+	if (q0 < nw)
+		gemv_rows_group(1, q0, nw, k, x, w, ldw, v);
 	const gemm_epi ev = *e;
 	epi_store(hsum16(v), y, lane_mask(nw), bias, &ev);
 }
@@ -485,18 +488,31 @@ static void gemv_rows(int n, int k, const float *x, const float *w, ptrdiff_t ld
 INLINE void gemv_group(const int G, int nlast, int k, const float *x, const float *pan,
 		       size_t pstride, float *y, const gemm_epi *e)
 {
-	__m512 acc[8];
+	/* two steps of k in flight: acc takes even p, acc2 odd p, added at the end */
+	__m512 acc[8], acc2[8];
 #pragma GCC unroll 8
-	for (int a = 0; a < 2 * G; a++)
+	for (int a = 0; a < 2 * G; a++) {
 		acc[a] = _mm512_setzero_ps();
-#pragma GCC unroll 2
-	for (int p = 0; p < k; p++) {
+		acc2[a] = _mm512_setzero_ps();
+	}
+	int p = 0;
+	for (; p + 2 <= k; p += 2) {
+		__m512 xv = _mm512_set1_ps(x[p]), xw = _mm512_set1_ps(x[p + 1]);
+#pragma GCC unroll 4
+		for (int g = 0; g < G; g++) {
+			const float *bp = pan + g * pstride + p * NR;
+			acc[2 * g] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp), acc[2 * g]);
+			acc[2 * g + 1] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp + 16), acc[2 * g + 1]);
+			acc2[2 * g] = _mm512_fmadd_ps(xw, _mm512_load_ps(bp + NR), acc2[2 * g]);
+			acc2[2 * g + 1] = _mm512_fmadd_ps(xw, _mm512_load_ps(bp + NR + 16),
+							  acc2[2 * g + 1]);
+		}
+	}
+	if (p < k) {
 		__m512 xv = _mm512_set1_ps(x[p]);
 #pragma GCC unroll 4
 		for (int g = 0; g < G; g++) {
 			const float *bp = pan + g * pstride + p * NR;
-			_mm_prefetch((const char *)(bp + 16 * NR), _MM_HINT_T0);
-			_mm_prefetch((const char *)(bp + 16 * NR + 16), _MM_HINT_T0);
 			acc[2 * g] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp), acc[2 * g]);
 			acc[2 * g + 1] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp + 16), acc[2 * g + 1]);
 		}
@@ -506,10 +522,11 @@ INLINE void gemv_group(const int G, int nlast, int k, const float *x, const floa
 	for (int g = 0; g < G; g++) {
 		int nv = g == G - 1 ? nlast : NR;
 		const float *bias = ev.bias ? ev.bias + g * NR : NULL;
-		epi_store(acc[2 * g], y + g * NR, lane_mask(nv), bias, &ev);
+		epi_store(_mm512_add_ps(acc[2 * g], acc2[2 * g]), y + g * NR, lane_mask(nv), bias,
+			  &ev);
 		if (nv > 16)
-			epi_store(acc[2 * g + 1], y + g * NR + 16, lane_mask(nv - 16),
-				  bias ? bias + 16 : NULL, &ev);
+			epi_store(_mm512_add_ps(acc[2 * g + 1], acc2[2 * g + 1]), y + g * NR + 16,
+				  lane_mask(nv - 16), bias ? bias + 16 : NULL, &ev);
 	}
 }
 

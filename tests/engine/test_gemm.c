@@ -169,7 +169,8 @@ END_TEST
 START_TEST(test_sgemm_alpha_beta_ld)
 {
 	static const int dims[][3] = { { 1, 1, 1 }, { 3, 17, 63 }, { 65, 33, 129 },
-				       { 13, 70, 400 }, { 1, 100, 17 }, { 40, 5, 300 } };
+				       { 13, 70, 400 }, { 1, 100, 17 }, { 40, 5, 300 },
+				       { 7, 1000, 70 } };
 	static const float ab[][2] = { { 1, 0 }, { 0.5f, 1 }, { -1.5f, -0.25f }, { 2, 1 },
 				       { 1, 3 } };
 	tm_cpu cpu = cpu_get();
@@ -184,6 +185,27 @@ START_TEST(test_sgemm_alpha_beta_ld)
 					check_one(&ctx, t & 1, t & 2, dims[s][0], dims[s][1],
 						  dims[s][2], ab[q][0], ab[q][1], 1 + (int)s * 7,
 						  seed);
+	}
+}
+END_TEST
+
+/* Leading dimensions of 1024 floats (4 KB, where op(A) is packed instead of read in place)
+ * and blocks of rows, columns and depth larger than one cache block. */
+START_TEST(test_sgemm_big_strides_and_blocks)
+{
+	static const int dims[][3] = { { 13, 37, 1024 }, { 130, 50, 1024 }, { 25, 1024, 40 },
+				       { 150, 600, 450 } };
+	tm_cpu cpu = cpu_get();
+	for (int isa = TM_ISA_AVX2; isa <= TM_ISA_AVX512; isa++) {
+		if (!tm_isa_supported(&cpu, (tm_isa)isa))
+			continue;
+		tm_ctx ctx = { .isa = (tm_isa)isa };
+		uint64_t seed = 700;
+		int nd = TT_SLOW_BUILD ? 3 : 4;
+		for (int s = 0; s < nd; s++)
+			for (int t = 0; t < 4; t++, seed += 3)
+				check_one(&ctx, t & 1, t & 2, dims[s][0], dims[s][1], dims[s][2],
+					  1.0f, t == 2 ? 1.0f : 0.0f, 0, seed);
 	}
 }
 END_TEST
@@ -382,12 +404,16 @@ START_TEST(test_linear_packed)
 				double d = tt_max_rel_diff(y, r, (size_t)m * n);
 				ck_assert_msg(d <= tol_for(k), "isa %s packed m=%d n=%d k=%d: diff %g",
 					      tm_isa_name((tm_isa)isa), m, n, k, d);
-				/* a portable ctx on weights packed for SIMD takes the reference */
-				tm_ctx portable = { .isa = TM_ISA_PORTABLE };
-				tm_linear_packed(&portable, m, pw, x, bias, act, y2);
-				d = tt_max_rel_diff(y2, r, (size_t)m * n);
-				ck_assert_msg(d <= tol_for(k), "isa %s packed/portable m=%d n=%d: %g",
-					      tm_isa_name((tm_isa)isa), m, n, d);
+				/* a lower kernel set than the weights were packed for takes the
+				 * portable path, which must agree too */
+				for (int lower = TM_ISA_PORTABLE; lower < isa; lower++) {
+					tm_ctx lc = { .isa = (tm_isa)lower };
+					tm_linear_packed(&lc, m, pw, x, bias, act, y2);
+					d = tt_max_rel_diff(y2, r, (size_t)m * n);
+					ck_assert_msg(d <= tol_for(k), "isa %s packed, run as %s, m=%d "
+						      "n=%d: %g", tm_isa_name((tm_isa)isa),
+						      tm_isa_name((tm_isa)lower), m, n, d);
+				}
 				free(x);
 				free(y);
 				free(y2);
@@ -551,6 +577,7 @@ Suite *gemm_suite(void)
 	tcase_add_test(tc, test_sgemm_matches_reference);
 	tcase_add_test(tc, test_sgemm_odd_shapes);
 	tcase_add_test(tc, test_sgemm_alpha_beta_ld);
+	tcase_add_test(tc, test_sgemm_big_strides_and_blocks);
 	tcase_add_test(tc, test_sgemm_beta_zero_ignores_nan);
 	tcase_add_test(tc, test_null_ctx_is_portable);
 	suite_add_tcase(s, tc);
