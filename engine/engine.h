@@ -698,6 +698,181 @@ bool tm_dec_score_add(tm_dec_score *s, const tm_dec_example *ex, const int32_t *
 void tm_dec_score_finish(tm_dec_score *s);
 
 // ---- transformer (transformer.c) ----
+/* A decoder-only transformer (GPT-2 style, pre-LayerNorm, learned positions, GELU MLP, untied
+ * head without bias) over packed rows: each row of spec.ctx positions may hold several
+ * sequences, positions restart at 0 for each and attention never crosses between them (the
+ * seg ids).  Parameters live in one allocation and gradients in a second one with the same
+ * layout; activations come from one arena sized per (model, rows).  The Decathlon trainer,
+ * evaluator and reference recipe are here too.  Names and formulas: docs/decathlon.md. */
+
+#include <stdio.h> /* FILE, for the trainer's progress lines */
+
+typedef struct tm_tf_spec {
+	int ctx;      /* positions per row (128) */
+	int d_model;  /* width (128) */
+	int n_head;   /* attention heads (8), divides d_model */
+	int n_layer;  /* blocks (2) */
+	int d_ff;     /* MLP hidden width (512) */
+	int vocab;    /* token ids (tm_dec_vocab_size()) */
+} tm_tf_spec;
+
+#define TM_TF_MAX_LAYERS 64
+
+/* The reference model of the Decathlon: ctx 128, d 128, 8 heads, 2 layers, FFN 512. */
+void tm_tf_spec_reference(tm_tf_spec *s);
+int tm_tf_spec_check(const tm_tf_spec *s, tm_err *err);
+/* L * (4d^2 + 2 d ff + 9d + ff) + 2 V d + ctx d + 2d */
+size_t tm_tf_spec_params(const tm_tf_spec *s);
+/* Forward FLOPs (2 per multiply-add) of one token that attends to n_attend positions (its
+ * own included): 2 L (4d^2 + 2 d ff) + 2 V d + 4 L d n_attend.  Generation with a KV cache
+ * costs this per new token at n_attend = its position + 1; without a cache every step
+ * recomputes the whole prefix. */
+double tm_tf_flops_per_token(const tm_tf_spec *s, int n_attend);
+
+typedef struct tm_tf_block {
+	float *ln1_w, *ln1_b;    /* (d) */
+	float *qkv_w;            /* (3d, d): q, k, v stacked (out, in) */
+	float *qkv_b;            /* (3d) */
+	float *proj_w;           /* (d, d) */
+	float *proj_b;           /* (d) */
+	float *ln2_w, *ln2_b;    /* (d) */
+	float *fc_w;             /* (ff, d) */
+	float *fc_b;             /* (ff) */
+	float *fc2_w;            /* (d, ff) */
+	float *fc2_b;            /* (d) */
+} tm_tf_block;
+
+/* Pointers into a flat parameter (or gradient) vector. */
+typedef struct tm_tf_weights {
+	float *wte;              /* (vocab, d) token embedding */
+	float *wpe;              /* (ctx, d) position embedding */
+	tm_tf_block block[TM_TF_MAX_LAYERS];
+	float *lnf_w, *lnf_b;    /* (d) final LayerNorm */
+	float *head_w;           /* (vocab, d) output projection, untied, no bias */
+} tm_tf_weights;
+
+typedef struct tm_transformer {
+	tm_tf_spec spec;
+	size_t n_params;      /* real parameters (tm_tf_spec_params) */
+	size_t n_floats;      /* floats in params and grads: tensors start 64-byte aligned */
+	size_t n_decay;       /* params[0, n_decay) are the weight matrices (weight decay applies);
+			       * embeddings, LayerNorms and biases follow */
+	float *params;        /* (n_floats) one allocation */
+	float *grads;         /* (n_floats) same layout */
+	tm_tf_weights w;      /* into params */
+	tm_tf_weights g;      /* into grads */
+} tm_transformer;
+
+/* A zero-filled model (LayerNorm gains 0 too: call tm_transformer_init or load weights);
+ * caller frees with tm_transformer_free. */
+int tm_transformer_new(tm_transformer **out, const tm_tf_spec *spec, tm_err *err);
+void tm_transformer_free(tm_transformer *m);
+/* GPT-2 style initialisation: normal(0, 0.02) matrices and embeddings, residual projections
+ * scaled by 1/sqrt(2 L), zero biases, unit LayerNorm gains. */
+void tm_transformer_init(tm_transformer *m, uint64_t seed);
+void tm_transformer_zero_grad(tm_transformer *m);
+
+/* One packed batch: rows x spec.ctx positions (pad unused positions with token 0 and any seg
+ * id that no real sequence of the row uses). */
+typedef struct tm_tf_batch {
+	int rows;
+	const int32_t *tok;      /* (rows, ctx) token ids */
+	const int32_t *pos;      /* (rows, ctx) position of each token within its sequence */
+	const int32_t *seg;      /* (rows, ctx) sequence id: attention stays within one id;
+				  * NULL: each row is one sequence */
+	int n_out;               /* positions whose logits are computed */
+	const int32_t *out_idx;  /* (n_out) flat positions row * ctx + t; NULL: all, in order
+				  * (n_out must then be rows * ctx) */
+	const int32_t *targets;  /* (n_out) next-token ids, < 0 ignored; NULL: no loss */
+} tm_tf_batch;
+
+/* Activations for up to max_rows packed rows; with train, every layer's are kept for
+ * tm_transformer_backward.  Caller frees with tm_tf_acts_free. */
+typedef struct tm_tf_acts tm_tf_acts;
+int tm_tf_acts_new(tm_tf_acts **out, const tm_transformer *m, int max_rows, bool train,
+		   tm_err *err);
+void tm_tf_acts_free(tm_tf_acts *a);
+size_t tm_tf_acts_bytes(const tm_tf_acts *a);
+const float *tm_tf_acts_logits(const tm_tf_acts *a); /* (n_out, vocab) of the last forward */
+
+/* Forward; *loss (may be NULL) gets the mean cross-entropy over counted targets, and with
+ * train activations the loss gradient is kept for backward.  Ids, positions, rows and out_idx
+ * are validated (TM_EINVAL). */
+int tm_transformer_forward(const tm_transformer *m, const tm_ctx *ctx, tm_tf_acts *a,
+			   const tm_tf_batch *b, float *loss, tm_err *err);
+/* Backward of the last forward (same batch, targets required): ACCUMULATES into m->grads. */
+int tm_transformer_backward(tm_transformer *m, const tm_ctx *ctx, tm_tf_acts *a,
+			    const tm_tf_batch *b, tm_err *err);
+
+/* Greedy generation without a cache: every step recomputes the whole prefix.  Appends up to
+ * max_new ids to out, stopping after the stop id (included; stop < 0: never) or when the
+ * context is full.  Returns the number of ids written, or a negative TM_E* code. */
+int tm_transformer_generate(const tm_transformer *m, const tm_ctx *ctx, const int32_t *prompt,
+			    int n_prompt, int max_new, int32_t stop, int32_t *out, tm_err *err);
+/* The same for n prompts at once (packed several per row): out is (n, max_new), out_len (n)
+ * gets each count.  Tokens are identical to n calls of tm_transformer_generate up to float
+ * rounding of the packed forward. */
+int tm_transformer_generate_batch(const tm_transformer *m, const tm_ctx *ctx, int n,
+				  const int32_t *const *prompts, const int *n_prompt, int max_new,
+				  int32_t stop, int32_t *out, int *out_len, tm_err *err);
+
+/* safetensors with PyTorch-style names ("wte.weight", "blocks.0.attn.qkv.weight", ...) and
+ * the spec in __metadata__; meta is extra key, value pairs ending with NULL (may be NULL). */
+int tm_transformer_save(const tm_transformer *m, const char *path, const char *const *meta,
+			tm_err *err);
+/* Spec from the metadata, every tensor checked by name, dtype and shape; caller frees. */
+int tm_transformer_load(tm_transformer **out, const char *path, tm_err *err);
+
+/* Decathlon quality of m on n examples: with generate, greedy generation from each prompt
+ * (capped at the answer's length plus the end mark, which decides exact match); without,
+ * the teacher-forced check (every answer token and the end mark is the argmax given the
+ * true prefix), which is equivalent for greedy decoding and costs one forward. */
+int tm_decathlon_evaluate(const tm_transformer *m, const tm_ctx *ctx, const tm_dec_example *ex,
+			  int n, bool generate, tm_dec_score *score, tm_err *err);
+
+typedef struct tm_decathlon_train_opts {
+	tm_tf_spec spec;
+	uint64_t seed;         /* initialisation, data stream and test set */
+	int steps;             /* > 0: this many steps (reproducible for a seed and thread count) */
+	double minutes;        /* steps == 0: train for this wall-clock budget */
+	int rows;              /* packed rows of spec.ctx positions per step (40: ~128 examples) */
+	int threads;           /* thread pool size (2) */
+	tm_isa isa;            /* kernel set */
+	float lr;              /* peak learning rate (3e-3) */
+	float lr_final;        /* final learning rate as a fraction of the peak (0.05) */
+	int warmup;            /* linear warm-up steps (100) */
+	float beta1, beta2;    /* AdamW (0.9, 0.98) */
+	float weight_decay;    /* on the weight matrices only (0.1) */
+	float clip;            /* gradient L2 norm clip (1.0) */
+	float task_weight[TM_DEC_NTASKS]; /* relative sampling weight of each task */
+	int eval_every;        /* steps between progress evaluations (0: none) */
+	int eval_per_task;     /* test prompts per task in progress evaluations */
+	int test_per_task;     /* test prompts per task of the final evaluation */
+	const char *out_path;  /* tm_decathlon_train_reference writes the weights here */
+} tm_decathlon_train_opts;
+
+typedef struct tm_decathlon_train_stats {
+	int steps;
+	double seconds;          /* training wall time */
+	double tokens;           /* real (non-padding) tokens processed */
+	double examples;
+	float final_loss;        /* mean loss of the last 50 steps */
+	tm_dec_score score;      /* final evaluation (by generation) */
+	double eval_seconds;
+} tm_decathlon_train_stats;
+
+/* The reference recipe: reference spec, seed 1, the step budget that fits 10 minutes. */
+void tm_decathlon_train_defaults(tm_decathlon_train_opts *o);
+/* Train a new model (caller frees *out); progress (may be NULL) gets one JSON line per
+ * report. */
+int tm_decathlon_train(const tm_decathlon_train_opts *o, const tm_ctx *ctx,
+		       tm_transformer **out, tm_decathlon_train_stats *st, FILE *progress,
+		       tm_err *err);
+/* What `tinymlperf-run train transformer_decathlon` runs: make the pool, train, evaluate by
+ * generation on the held-out test set, save to o->out_path with the points in the metadata,
+ * and print a final JSON line {"type":"result",...} to progress. */
+int tm_decathlon_train_reference(const tm_decathlon_train_opts *o, FILE *progress,
+				 tm_decathlon_train_stats *st, tm_err *err);
 
 // ---- optimizers (optim.c) ----
 
