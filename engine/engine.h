@@ -863,14 +863,15 @@ typedef struct tm_decathlon_train_stats {
 
 /* The reference recipe: reference spec, seed 1, the step budget that fits 10 minutes. */
 void tm_decathlon_train_defaults(tm_decathlon_train_opts *o);
-/* Train a new model (caller frees *out); progress (may be NULL) gets one JSON line per
- * report. */
+/* Train a new model (caller frees *out); progress (may be NULL) gets one key=value line per
+ * eval_every steps (step, loss, lr, tokens_per_s, teacher-forced points per task); st->score
+ * is left empty. */
 int tm_decathlon_train(const tm_decathlon_train_opts *o, const tm_ctx *ctx,
 		       tm_transformer **out, tm_decathlon_train_stats *st, FILE *progress,
 		       tm_err *err);
 /* What `tinymlperf-run train transformer_decathlon` runs: make the pool, train, evaluate by
  * generation on the held-out test set, save to o->out_path with the points in the metadata,
- * and print a final JSON line {"type":"result",...} to progress. */
+ * and print a final key=value line "decathlon: steps=... points=... copy=..." to progress. */
 int tm_decathlon_train_reference(const tm_decathlon_train_opts *o, FILE *progress,
 				 tm_decathlon_train_stats *st, tm_err *err);
 

@@ -1166,10 +1166,9 @@ static float lr_at(const tm_decathlon_train_opts *o, int step, double frac)
 
 static void print_score(FILE *f, const tm_dec_score *s)
 {
-	fprintf(f, "\"points\":%.1f,\"tasks\":{", s->total_points);
+	fprintf(f, " points=%.1f", s->total_points);
 	for (int t = 0; t < TM_DEC_NTASKS; t++)
-		fprintf(f, "%s\"%s\":%.1f", t ? "," : "", tm_dec_task_name(t), s->points[t]);
-	fprintf(f, "}");
+		fprintf(f, " %s=%.1f", tm_dec_task_name(t), s->points[t]);
 }
 
 static int check_opts(const tm_decathlon_train_opts *o, tm_err *err)
@@ -1273,22 +1272,19 @@ int tm_decathlon_train(const tm_decathlon_train_opts *o, const tm_ctx *ctx,
 		bool report = o->eval_every > 0 && ((step + 1) % o->eval_every == 0);
 		if (report && progress) {
 			double now = (double)(tm_now_ns() - t0) * 1e-9 - eval_s;
-			fprintf(progress, "{\"type\":\"progress\",\"stage\":\"train\",\"step\":%d,"
-				"\"loss\":%.4f,\"grad_norm\":%.3f,\"lr\":%.6f,\"elapsed_s\":%.1f,"
-				"\"steps_per_s\":%.3f,\"tokens_per_s\":%.0f", step + 1,
-				loss_sum / loss_n, (double)norm, (double)lr, now,
-				(step + 1) / now, st->tokens / now);
+			fprintf(progress, "step=%d loss=%.4f grad_norm=%.3f lr=%.6f elapsed_s=%.1f "
+				"steps_per_s=%.3f tokens_per_s=%.0f", step + 1, loss_sum / loss_n,
+				(double)norm, (double)lr, now, (step + 1) / now, st->tokens / now);
 			if (evalset) {
 				uint64_t e0 = tm_now_ns();
 				tm_dec_score sc;
 				if ((rc = tm_decathlon_evaluate(m, ctx, evalset, n_eval, false, &sc,
 								err)))
 					goto fail;
-				fprintf(progress, ",");
 				print_score(progress, &sc);
 				eval_s += (double)(tm_now_ns() - e0) * 1e-9;
 			}
-			fprintf(progress, "}\n");
+			fprintf(progress, "\n");
 			fflush(progress);
 		}
 		if (report || step + 1 == o->steps) {
@@ -1359,13 +1355,12 @@ int tm_decathlon_train_reference(const tm_decathlon_train_opts *o, FILE *progres
 			goto out;
 	}
 	if (progress) {
-		fprintf(progress, "{\"type\":\"result\",\"stage\":\"train\",\"steps\":%d,"
-			"\"train_s\":%.1f,\"eval_s\":%.1f,\"tokens_per_s\":%.0f,"
-			"\"steps_per_s\":%.3f,\"final_loss\":%.4f,\"params\":%zu,", st->steps,
-			st->seconds, st->eval_seconds, st->tokens / st->seconds,
-			st->steps / st->seconds, (double)st->final_loss, m->n_params);
+		fprintf(progress, "decathlon: steps=%d train_s=%.1f eval_s=%.1f tokens_per_s=%.0f "
+			"steps_per_s=%.3f final_loss=%.4f params=%zu", st->steps, st->seconds,
+			st->eval_seconds, st->tokens / st->seconds, st->steps / st->seconds,
+			(double)st->final_loss, m->n_params);
 		print_score(progress, &st->score);
-		fprintf(progress, "}\n");
+		fprintf(progress, "\n");
 		fflush(progress);
 	}
 out:
