@@ -529,30 +529,71 @@ static void conv_backward(const layer_io *io, const tm_layer *l, const float *dy
 			    dx, l->dw, l->db, io->m->scratch);
 }
 
+/* ReLU and max-pool take no ctx: the model splits them over the pool itself, by whole images,
+ * so every element's arithmetic is the same for any thread count. */
+typedef struct split_job {
+	const layer_io *io;
+	const tm_layer *l;
+	int parts;
+	const float *dy;  /* backward only */
+	float *dx;        /* backward only; NULL: forward */
+} split_job;
+
+static void split_task(void *arg, int part)
+{
+	const split_job *j = arg;
+	const layer_io *io = j->io;
+	const tm_layer *l = j->l;
+	int lo = (int)((int64_t)io->n * part / j->parts);
+	int hi = (int)((int64_t)io->n * (part + 1) / j->parts);
+	size_t is = layer_in_size(l), os = layer_out_size(l), n = (size_t)(hi - lo);
+	const float *in = io->in + is * lo;
+	int32_t *idx = io->m->pool_idx[io->i] ? io->m->pool_idx[io->i] + os * lo : NULL;
+	if (l->op == TM_OP_RELU && !j->dx)
+		tm_relu_forward(n * os, in, io->out + os * lo);
+	else if (l->op == TM_OP_RELU)
+		tm_relu_backward(n * os, in, j->dy + os * lo, j->dx + is * lo);
+	else if (!j->dx)
+		tm_maxpool2_forward((int)n, l->in_c, l->in_h, l->in_w, in, io->out + os * lo, idx);
+	else
+		tm_maxpool2_backward((int)n, l->in_c, l->in_h, l->in_w, idx, j->dy + os * lo,
+				     j->dx + is * lo);
+}
+
+static void split_run(const layer_io *io, const tm_layer *l, const float *dy, float *dx)
+{
+	tm_pool *pool = io->ctx ? io->ctx->pool : NULL;
+	int parts = tm_pool_threads(pool);
+	if ((size_t)io->n * layer_out_size(l) < 16384) /* not worth waking the pool */
+		parts = 1;
+	if (parts > io->n)
+		parts = io->n;
+	split_job j = {.io = io, .l = l, .parts = parts, .dy = dy, .dx = dx};
+	tm_pool_run(pool, parts, split_task, &j);
+}
+
 static void relu_forward(const layer_io *io, const tm_layer *l)
 {
 	if (!l->fused) /* else the previous layer applied it to this very buffer */
-		tm_relu_forward((size_t)io->n * layer_out_size(l), io->in, io->out);
+		split_run(io, l, NULL, NULL);
 }
 
 static void relu_backward(const layer_io *io, const tm_layer *l, const float *dy, float *dx)
 {
 	/* For a fused ReLU, in is its output: positive exactly where the input was. */
 	if (dx)
-		tm_relu_backward((size_t)io->n * layer_out_size(l), io->in, dy, dx);
+		split_run(io, l, dy, dx);
 }
 
 static void pool_forward(const layer_io *io, const tm_layer *l)
 {
-	tm_maxpool2_forward(io->n, l->in_c, l->in_h, l->in_w, io->in, io->out,
-			    io->m->pool_idx[io->i]);
+	split_run(io, l, NULL, NULL);
 }
 
 static void pool_backward(const layer_io *io, const tm_layer *l, const float *dy, float *dx)
 {
 	if (dx)
-		tm_maxpool2_backward(io->n, l->in_c, l->in_h, l->in_w, io->m->pool_idx[io->i], dy,
-				     dx);
+		split_run(io, l, dy, dx);
 }
 
 static void flatten_forward(const layer_io *io, const tm_layer *l)
