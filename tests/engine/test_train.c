@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define TRAIN_SUBSET 3000 /* ASan runs the kernels several times slower */
@@ -286,6 +287,77 @@ START_TEST(test_bad_config)
 }
 END_TEST
 
+// ---- tinymlperf-run train ----
+
+/* Run the built tinymlperf-run with args; returns its exit status, output in *out. */
+static int run_cli(const char *args, char **out)
+{
+	char *bin = tt_build_path("tinymlperf-run");
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", bin, args);
+	free(bin);
+	FILE *p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	size_t cap = 1 << 16, len = 0, got;
+	char *buf = malloc(cap);
+	while ((got = fread(buf + len, 1, cap - 1 - len, p)) > 0) {
+		len += got;
+		if (len == cap - 1)
+			buf = realloc(buf, cap *= 2);
+	}
+	buf[len] = 0;
+	int st = pclose(p);
+	*out = buf;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+START_TEST(test_cli_train)
+{
+	char *dir = tt_tmpdir("train"), *out = NULL, args[1024];
+	snprintf(args, sizeof(args), "train mlp_sprint --epochs 1 --seed 3 --data-dir %s/var", dir);
+	int rc = run_cli(args, &out);
+	ck_assert_msg(rc == 0, "exit %d: %s", rc, out);
+	ck_assert_ptr_nonnull(strstr(out, "epoch=1 steps=469 "));
+	ck_assert_ptr_nonnull(strstr(out, "result: event=mlp_sprint test_accuracy=0.8"));
+	free(out);
+	/* The file is the reference architecture, loads, and records its accuracy and seed. */
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/var/models/mlp_sprint.safetensors", dir);
+	tm_model_spec ref;
+	tm_err err = {0};
+	tm_model_meta meta;
+	ck_assert_int_eq(tm_model_spec_reference(&ref, "mlp_sprint", &err), 0);
+	tm_model *m = tm_model_load(path, &ref, &meta, &err);
+	ck_assert_msg(m != NULL, "load: %s", err.msg);
+	ck_assert_uint_eq(meta.seed, 3);
+	ck_assert_double_gt(meta.test_accuracy, 0.8);
+	ck_assert_ptr_nonnull(strstr(meta.recipe, "epochs=1"));
+	tm_ctx ctx = make_ctx(NULL);
+	double acc;
+	ck_assert_int_eq(tm_evaluate(m, &ctx, &test_set, &acc, &err), 0);
+	ck_assert_double_eq_tol(acc, meta.test_accuracy, 0.0003); /* %.4f, other threads */
+	tm_model_free(m);
+
+	/* Bad arguments: exit 2 and one line on stderr. */
+	static const char *const bad[] = {"train", "train nope", "train mlp_sprint --epochs 0",
+					  "train mlp_sprint --seed x", "train mlp_sprint --bogus",
+					  "train mlp_sprint --threads", "frobnicate"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		rc = run_cli(bad[i], &out);
+		ck_assert_msg(rc == 2, "'%s': exit %d", bad[i], rc);
+		ck_assert_msg(strncmp(out, "tinymlperf-run: ", 16) == 0 &&
+			      strchr(out, '\n') == out + strlen(out) - 1, "'%s': %s", bad[i], out);
+		free(out);
+	}
+	rc = run_cli("--help", &out);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_ptr_nonnull(strstr(out, "--dataset-dir"));
+	free(out);
+	tt_rmtree(dir);
+	free(dir);
+}
+END_TEST
+
 Suite *train_suite(void)
 {
 	Suite *s = suite_create("train");
@@ -298,6 +370,7 @@ Suite *train_suite(void)
 	tcase_add_test(tc, test_optimizers_lower_loss);
 	tcase_add_test(tc, test_evaluate_batches);
 	tcase_add_test(tc, test_bad_config);
+	tcase_add_test(tc, test_cli_train);
 	suite_add_tcase(s, tc);
 	return s;
 }
