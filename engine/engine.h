@@ -920,6 +920,9 @@ typedef enum tm_lr_schedule {
 	TM_LR_COSINE = 1,    /* lr * (min + (1 - min) * 0.5 * (1 + cos(pi * step / steps))) */
 } tm_lr_schedule;
 
+#define TM_AUG_FLIP 1u   /* mirror left-right with probability 1/2 */
+#define TM_AUG_SHIFT 2u  /* translate by -2..2 pixels along each axis, zero fill */
+
 typedef struct tm_train_config {
 	tm_optim_kind optim;
 	float lr;                 /* peak learning rate */
@@ -929,7 +932,8 @@ typedef struct tm_train_config {
 	float lr_min;             /* cosine floor, fraction of lr */
 	int epochs;               /* >= 1 */
 	int batch;                /* samples per step, >= 1 */
-	uint64_t seed;            /* shuffling (tm_model_randomize takes its own) */
+	uint64_t seed;            /* shuffling and augmentation (tm_model_randomize takes its own) */
+	unsigned augment;         /* TM_AUG_* flags applied to training images, 0: none */
 	int log_every;            /* steps between progress lines; 0: one line per epoch */
 	double max_seconds;       /* stop after this wall-clock time, 0: no limit (a stop that
 				   * triggers makes the result timing-dependent) */

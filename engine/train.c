@@ -79,9 +79,14 @@ void tm_train_recipe_str(const tm_train_config *c, char *buf, size_t len)
 		snprintf(sched, sizeof(sched), "constant");
 	if (c->optim == TM_OPTIM_SGD)
 		snprintf(mom, sizeof(mom), " momentum=%g", (double)c->momentum);
-	snprintf(buf, len, "%s lr=%g%s %s batch=%d epochs=%d wd=%g seed=%llu", optim_name(c->optim),
-		 (double)c->lr, mom, sched, c->batch, c->epochs, (double)c->weight_decay,
-		 (unsigned long long)c->seed);
+	char aug[32] = "";
+	if (c->augment)
+		snprintf(aug, sizeof(aug), " aug=%s%s%s", c->augment & TM_AUG_FLIP ? "flip" : "",
+			 (c->augment & TM_AUG_FLIP) && (c->augment & TM_AUG_SHIFT) ? "," : "",
+			 c->augment & TM_AUG_SHIFT ? "shift" : "");
+	snprintf(buf, len, "%s lr=%g%s %s batch=%d epochs=%d wd=%g%s seed=%llu",
+		 optim_name(c->optim), (double)c->lr, mom, sched, c->batch, c->epochs,
+		 (double)c->weight_decay, aug, (unsigned long long)c->seed);
 }
 
 static int config_check(const tm_train_config *c, tm_err *err)
@@ -111,6 +116,10 @@ static int config_check(const tm_train_config *c, tm_err *err)
 	if (c->batch < 1 || c->batch > 65536)
 		return tm_err_set(err, TM_EINVAL, "train.batch",
 				  "train: batch is %d, must be in [1, 65536]", c->batch);
+	if (c->augment & ~(TM_AUG_FLIP | TM_AUG_SHIFT))
+		return tm_err_set(err, TM_EINVAL, "train.augment",
+				  "train: augment flags 0x%x, known are 0x%x", c->augment,
+				  TM_AUG_FLIP | TM_AUG_SHIFT);
 	if (c->log_every < 0)
 		return tm_err_set(err, TM_EINVAL, "train.log_every",
 				  "train: log_every is %d, must be >= 0", c->log_every);
@@ -172,6 +181,30 @@ int tm_evaluate(tm_model *m, const tm_ctx *ctx, const tm_dataset *ds, double *ac
 
 // ---- training ----
 
+#define AUG_MAX_SHIFT 2
+
+/* Copy one rows x cols image, mirrored and/or shifted as drawn from rng (zero fill). */
+static void augment_image(tm_rng *rng, unsigned aug, int rows, int cols, const uint8_t *src,
+			  uint8_t *dst)
+{
+	bool flip = (aug & TM_AUG_FLIP) && tm_rng_below(rng, 2);
+	int oy = 0, ox = 0;
+	if (aug & TM_AUG_SHIFT) {
+		oy = (int)tm_rng_below(rng, 2 * AUG_MAX_SHIFT + 1) - AUG_MAX_SHIFT;
+		ox = (int)tm_rng_below(rng, 2 * AUG_MAX_SHIFT + 1) - AUG_MAX_SHIFT;
+	}
+	for (int y = 0; y < rows; y++) {
+		int sy = y + oy;
+		for (int x = 0; x < cols; x++) {
+			int sx = x + ox;
+			if (flip)
+				sx = cols - 1 - sx;
+			bool inside = sy >= 0 && sy < rows && sx >= 0 && sx < cols;
+			dst[y * cols + x] = inside ? src[sy * cols + sx] : 0;
+		}
+	}
+}
+
 static float lr_at(const tm_train_config *c, int64_t step, int64_t total)
 {
 	if (c->schedule == TM_LR_CONSTANT || total <= 1)
@@ -223,8 +256,9 @@ int tm_train(tm_model *m, const tm_ctx *ctx, const tm_dataset *train, const tm_d
 	};
 	for (int i = 0; i < train->n; i++)
 		b.order[i] = i;
-	tm_rng rng;
+	tm_rng rng, aug_rng; /* separate streams: augmenting does not change the order */
 	tm_rng_seed(&rng, cfg->seed);
+	tm_rng_seed(&aug_rng, cfg->seed ^ 0x61756775ull);
 
 	tm_train_result r = {.test_accuracy = -1};
 	const int64_t per_epoch = (train->n + batch - 1) / batch;
@@ -239,7 +273,12 @@ int tm_train(tm_model *m, const tm_ctx *ctx, const tm_dataset *train, const tm_d
 			int nb = train->n - off < batch ? train->n - off : batch;
 			for (int i = 0; i < nb; i++) {
 				int idx = b.order[off + i];
-				memcpy(b.pixels + (size_t)i * in, train->images + (size_t)idx * in, in);
+				const uint8_t *src = train->images + (size_t)idx * in;
+				if (cfg->augment)
+					augment_image(&aug_rng, cfg->augment, train->rows,
+						      train->cols, src, b.pixels + (size_t)i * in);
+				else
+					memcpy(b.pixels + (size_t)i * in, src, in);
 				b.targets[i] = train->labels[idx];
 			}
 			int ok = 0;

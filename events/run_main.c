@@ -50,6 +50,9 @@ static void usage(FILE *out)
 		     "  --seed N           initialisation and shuffling seed (default 1)\n"
 		     "  --epochs N         epochs, 1..1000 (default: the event's recipe)\n"
 		     "  --threads N        threads, 1..64 (default 2)\n"
+		     "  --lr X, --batch N  override the recipe's peak learning rate and batch size\n"
+		     "  --augment A        override the recipe's augmentation: none, flip, shift,\n"
+		     "                     flip,shift\n"
 		     "  --kernels NAME     auto, portable, avx2, avx512 (default auto)\n"
 		     "  --out FILE         weight file (default DIR/models/EVENT.safetensors)\n");
 }
@@ -142,6 +145,9 @@ typedef struct train_args {
 	uint64_t seed;
 	long epochs;    /* 0: the recipe's */
 	long threads;
+	long batch;     /* 0: the recipe's */
+	double lr;      /* 0: the recipe's */
+	int augment;    /* -1: the recipe's, else TM_AUG_* */
 } train_args;
 
 static int train_parse(int argc, char **argv, train_args *a)
@@ -154,6 +160,9 @@ static int train_parse(int argc, char **argv, train_args *a)
 		{"threads", required_argument, NULL, 't'},
 		{"kernels", required_argument, NULL, 'k'},
 		{"out", required_argument, NULL, 'o'},
+		{"lr", required_argument, NULL, 'l'},
+		{"batch", required_argument, NULL, 'b'},
+		{"augment", required_argument, NULL, 'a'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -164,6 +173,7 @@ static int train_parse(int argc, char **argv, train_args *a)
 	a->seed = 1;
 	a->threads = 2;
 	a->kernels = "auto";
+	a->augment = -1;
 	optind = 1;
 	opterr = 0;
 	int c;
@@ -195,6 +205,33 @@ static int train_parse(int argc, char **argv, train_args *a)
 			break;
 		case 'o':
 			a->out = optarg;
+			break;
+		case 'l': {
+			char *end;
+			errno = 0;
+			a->lr = strtod(optarg, &end);
+			if (end == optarg || *end || errno || !(a->lr > 0 && a->lr <= 10))
+				return fail(EXIT_BADARGS, "train: --lr '%s', must be in (0, 10]",
+					    optarg);
+			break;
+		}
+		case 'a':
+			if (strcmp(optarg, "none") == 0)
+				a->augment = 0;
+			else if (strcmp(optarg, "flip") == 0)
+				a->augment = TM_AUG_FLIP;
+			else if (strcmp(optarg, "shift") == 0)
+				a->augment = TM_AUG_SHIFT;
+			else if (strcmp(optarg, "flip,shift") == 0)
+				a->augment = TM_AUG_FLIP | TM_AUG_SHIFT;
+			else
+				return fail(EXIT_BADARGS, "train: --augment '%s', must be none, flip, "
+					    "shift or flip,shift", optarg);
+			break;
+		case 'b':
+			if (!parse_long(optarg, 1, 4096, &a->batch))
+				return fail(EXIT_BADARGS, "train: --batch '%s', must be in [1, 4096]",
+					    optarg);
 			break;
 		case 'h':
 			usage(stdout);
@@ -228,6 +265,12 @@ static int cmd_train(int argc, char **argv)
 	cfg.seed = a.seed;
 	if (a.epochs)
 		cfg.epochs = (int)a.epochs;
+	if (a.batch)
+		cfg.batch = (int)a.batch;
+	if (a.lr > 0)
+		cfg.lr = (float)a.lr;
+	if (a.augment >= 0)
+		cfg.augment = (unsigned)a.augment;
 	tm_cpu cpu;
 	tm_ctx ctx = {0};
 	tm_cpu_detect(&cpu);

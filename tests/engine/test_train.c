@@ -167,6 +167,16 @@ START_TEST(test_deterministic)
 	cfg.seed = 6;
 	ck_assert_int_eq(tm_train(c, &ctx, &tr, NULL, &cfg, NULL, NULL, &err), 0);
 	ck_assert(memcmp(a->params, c->params, a->n_alloc * sizeof(float)) != 0);
+	/* Augmented training is seeded too, and it changes what is learned. */
+	cfg.seed = 5;
+	cfg.augment = TM_AUG_FLIP | TM_AUG_SHIFT;
+	tm_model_randomize(b, 5);
+	tm_model_randomize(c, 5);
+	ck_assert_int_eq(tm_train(b, &ctx, &tr, NULL, &cfg, NULL, NULL, &err), 0);
+	ck_assert_int_eq(tm_train(c, &ctx, &tr, NULL, &cfg, NULL, NULL, &err), 0);
+	ck_assert(memcmp(b->params, c->params, b->n_alloc * sizeof(float)) == 0);
+	ck_assert(memcmp(a->params, b->params, a->n_alloc * sizeof(float)) != 0);
+	cfg.augment = 0;
 	tm_model_free(a);
 	tm_model_free(b);
 	tm_model_free(c);
@@ -269,6 +279,10 @@ START_TEST(test_bad_config)
 	odd.cols = 56;
 	ck_assert_int_eq(tm_train(m, &ctx, &odd, NULL, &cfg, NULL, NULL, &err), TM_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "14x56"));
+	cfg.augment = 4;
+	ck_assert_int_eq(tm_train(m, &ctx, &tr, NULL, &cfg, NULL, NULL, &err), TM_EINVAL);
+	ck_assert_str_eq(err.field, "train.augment");
+	cfg.augment = 0;
 	/* A budget of wall-clock time stops the run and says so. */
 	cfg.max_seconds = 1e-9;
 	cfg.epochs = 3;
