@@ -35,9 +35,10 @@ static const struct {
 	float lr;
 	int batch;
 	int epochs;
+	unsigned augment;
 } reference_recipes[] = {
-	{"mlp_sprint", TM_OPTIM_ADAM, 1e-3f, 128, 10},
-	{"cnn_marathon", TM_OPTIM_ADAM, 1e-3f, 64, 4},
+	{"mlp_sprint", TM_OPTIM_ADAM, 1e-3f, 128, 20, 0},
+	{"cnn_marathon", TM_OPTIM_ADAM, 2e-3f, 64, 8, TM_AUG_FLIP},
 };
 
 int tm_train_config_reference(tm_train_config *c, const char *event, tm_err *err)
@@ -50,6 +51,7 @@ int tm_train_config_reference(tm_train_config *c, const char *event, tm_err *err
 		c->lr = reference_recipes[i].lr;
 		c->batch = reference_recipes[i].batch;
 		c->epochs = reference_recipes[i].epochs;
+		c->augment = reference_recipes[i].augment;
 		return 0;
 	}
 	return tm_err_set(err, TM_EINVAL, "event",
