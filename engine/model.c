@@ -81,6 +81,22 @@ static int cnn_feature_side(int side)
 	return ((side - 2) / 2 - 2) / 2;
 }
 
+/* Parameters of a spec whose sizes are in range (int64: no overflow for any valid spec). */
+static int64_t spec_params(const tm_model_spec *s)
+{
+	int64_t in = (int64_t)s->in_c * s->in_h * s->in_w, params = 0;
+	if (s->family == TM_FAMILY_MLP) {
+		for (int i = 0; i < s->n_hidden; i++) {
+			params += in * s->hidden[i] + s->hidden[i];
+			in = s->hidden[i];
+		}
+		return params + in * s->n_classes + s->n_classes;
+	}
+	int64_t feat = (int64_t)s->c2 * cnn_feature_side(s->in_h) * cnn_feature_side(s->in_w);
+	return (int64_t)s->c1 * s->in_c * 9 + s->c1 + (int64_t)s->c2 * s->c1 * 9 + s->c2 +
+	       feat * s->n_classes + s->n_classes;
+}
+
 int tm_model_spec_check(const tm_model_spec *s, tm_err *err)
 {
 	if (s->family == TM_FAMILY_TRANSFORMER)
@@ -99,21 +115,16 @@ int tm_model_spec_check(const tm_model_spec *s, tm_err *err)
 	if (s->n_classes < 2 || s->n_classes > 1000)
 		return tm_err_set(err, TM_EINVAL, "n_classes",
 				  "model: n_classes %d, must be in [2, 1000]", s->n_classes);
-	int64_t in = (int64_t)s->in_c * s->in_h * s->in_w, params = 0;
 	if (s->family == TM_FAMILY_MLP) {
 		if (s->n_hidden < 0 || s->n_hidden > TM_MLP_MAX_HIDDEN)
 			return tm_err_set(err, TM_EINVAL, "hidden",
 					  "model: %d hidden layers, must be in [0, %d]", s->n_hidden,
 					  TM_MLP_MAX_HIDDEN);
-		for (int i = 0; i < s->n_hidden; i++) {
+		for (int i = 0; i < s->n_hidden; i++)
 			if (s->hidden[i] < 1 || s->hidden[i] > TM_MODEL_MAX_WIDTH)
 				return tm_err_set(err, TM_EINVAL, "hidden",
 						  "model: hidden[%d] is %d, must be in [1, %d]", i,
 						  s->hidden[i], TM_MODEL_MAX_WIDTH);
-			params += in * s->hidden[i] + s->hidden[i];
-			in = s->hidden[i];
-		}
-		params += in * s->n_classes + s->n_classes;
 	} else {
 		if (s->c1 < 1 || s->c1 > TM_MODEL_MAX_WIDTH || s->c2 < 1 || s->c2 > TM_MODEL_MAX_WIDTH)
 			return tm_err_set(err, TM_EINVAL, "channels",
@@ -123,10 +134,8 @@ int tm_model_spec_check(const tm_model_spec *s, tm_err *err)
 			return tm_err_set(err, TM_EINVAL, "in_h",
 					  "model: input %dx%d too small for the cnn, sides must be >= 10",
 					  s->in_h, s->in_w);
-		int64_t feat = (int64_t)s->c2 * cnn_feature_side(s->in_h) * cnn_feature_side(s->in_w);
-		params = (int64_t)s->c1 * s->in_c * 9 + s->c1 + (int64_t)s->c2 * s->c1 * 9 + s->c2 +
-			 feat * s->n_classes + s->n_classes;
 	}
+	int64_t params = spec_params(s);
 	if (params > MAX_PARAMS)
 		return tm_err_set(err, TM_ELIMIT, "params",
 				  "model: %" PRId64 " parameters, must be at most %" PRId64, params,
@@ -294,7 +303,8 @@ static size_t align_floats(size_t n)
 	return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
 }
 
-/* Point every layer's w/b (base == params) or dw/db (base == grads) into one block. */
+/* Point every layer's w/b (base == params) or dw/db (base == grads) into one block; with
+ * base NULL only count the floats (n_alloc). */
 static void model_carve(tm_model *m, float *base, bool grads)
 {
 	size_t off = 0;
@@ -302,41 +312,54 @@ static void model_carve(tm_model *m, float *base, bool grads)
 		tm_layer *l = &m->layers[i];
 		if (!l->w_len)
 			continue;
-		float *w = base + off;
-		off = align_floats(off + l->w_len);
-		float *b = base + off;
-		off = align_floats(off + l->b_len);
+		size_t w_off = off, b_off = align_floats(off + l->w_len);
+		off = align_floats(b_off + l->b_len);
+		if (!base)
+			continue;
 		if (grads) {
-			l->dw = w;
-			l->db = b;
+			l->dw = base + w_off;
+			l->db = base + b_off;
 		} else {
-			l->w = w;
-			l->b = b;
+			l->w = base + w_off;
+			l->b = base + b_off;
 		}
 	}
 	m->n_alloc = off;
+}
+
+/* The layer list and sizes of a valid spec, without parameters. */
+static tm_model *model_build(const tm_model_spec *spec)
+{
+	tm_model *m = tm_xcalloc(1, sizeof(*m));
+	m->spec = *spec;
+	model_build_layers(m);
+	model_carve(m, NULL, false); /* sizes only */
+	for (int i = 0; i < m->n_layers; i++) {
+		tm_layer *l = &m->layers[i];
+		l->bytes = (l->w_len + l->b_len) * sizeof(float);
+		m->n_params += (int64_t)(l->w_len + l->b_len);
+	}
+	return m;
+}
+
+static int model_alloc_params(tm_model *m, tm_err *err)
+{
+	m->params = tm_alloc_aligned(m->n_alloc * sizeof(float));
+	if (!m->params)
+		return tm_err_set(err, TM_ENOMEM, "params", "model: cannot allocate %zu parameters",
+				  m->n_alloc);
+	model_carve(m, m->params, false);
+	return 0;
 }
 
 tm_model *tm_model_new(const tm_model_spec *spec, tm_err *err)
 {
 	if (tm_model_spec_check(spec, err) < 0)
 		return NULL;
-	tm_model *m = tm_xcalloc(1, sizeof(*m));
-	m->spec = *spec;
-	model_build_layers(m);
-	model_carve(m, NULL, false); /* sizes only */
-	m->params = tm_alloc_aligned(m->n_alloc * sizeof(float));
-	if (!m->params) {
-		tm_err_set(err, TM_ENOMEM, "params", "model: cannot allocate %zu parameters",
-			   m->n_alloc);
-		free(m);
+	tm_model *m = model_build(spec);
+	if (model_alloc_params(m, err) < 0) {
+		tm_model_free(m);
 		return NULL;
-	}
-	model_carve(m, m->params, false);
-	for (int i = 0; i < m->n_layers; i++) {
-		tm_layer *l = &m->layers[i];
-		l->bytes = (l->w_len + l->b_len) * sizeof(float);
-		m->n_params += (int64_t)(l->w_len + l->b_len);
 	}
 	return m;
 }
@@ -779,8 +802,8 @@ int tm_model_save(const tm_model *m, const char *path, const tm_model_meta *meta
 	save_meta_add(w, sm, "input.shape", "%d,%d,%d", s->in_c, s->in_h, s->in_w);
 	save_meta_add(w, sm, "input.layout", "%s", layout_name(s->family));
 	save_meta_add(w, sm, "input.scale", "%.9g", 1.0 / 255.0);
-	save_meta_add(w, sm, "input.mean", "%.9g", (double)TM_FMNIST_MEAN);
-	save_meta_add(w, sm, "input.sd", "%.9g", (double)TM_FMNIST_SD);
+	save_meta_add(w, sm, "input.mean", "%.6g", (double)TM_FMNIST_MEAN);
+	save_meta_add(w, sm, "input.sd", "%.6g", (double)TM_FMNIST_SD);
 	save_meta_add(w, sm, "n_classes", "%d", s->n_classes);
 	if (s->family == TM_FAMILY_MLP) {
 		int_list_str(buf, sizeof(buf), s->hidden, s->n_hidden);
@@ -955,6 +978,7 @@ static void meta_read(const tm_st_file *f, tm_model_meta *meta)
 		meta->train_seconds = strtod(v, NULL);
 }
 
+/* Check every tensor of m against the file (and, once the parameters exist, copy it). */
 static int load_tensors(tm_model *m, const tm_st_file *f, const char *path, tm_err *err)
 {
 	int expected = 0;
@@ -971,7 +995,9 @@ static int load_tensors(tm_model *m, const tm_st_file *f, const char *path, tm_e
 			int rc = tm_st_expect(f, name, TM_DTYPE_F32, nd, shape, &data, err);
 			if (rc < 0)
 				return rc;
-			memcpy(bias ? l->b : l->w, data, (bias ? l->b_len : l->w_len) * sizeof(float));
+			if (m->params)
+				memcpy(bias ? l->b : l->w, data,
+				       (bias ? l->b_len : l->w_len) * sizeof(float));
 			expected++;
 		}
 	}
@@ -1010,9 +1036,12 @@ tm_model *tm_model_load(const char *path, const tm_model_spec *expect, tm_model_
 			   path, have, want);
 		goto fail;
 	}
-	if (!(m = tm_model_new(&spec, err)))
+	if (tm_model_spec_check(&spec, err) < 0)
 		goto fail;
-	if (load_tensors(m, f, path, err) < 0)
+	/* Shapes first: nothing the metadata asks for is allocated before the file matches. */
+	m = model_build(&spec);
+	if (load_tensors(m, f, path, err) < 0 || model_alloc_params(m, err) < 0 ||
+	    load_tensors(m, f, path, err) < 0)
 		goto fail;
 	if (meta)
 		meta_read(f, meta);

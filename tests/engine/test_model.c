@@ -544,6 +544,23 @@ START_TEST(test_load_errors)
 	expect_load_error(path, &want, "mlp 784-16-4-10");
 	tm_model_free(o);
 
+	/* Metadata asking for a big model the file does not hold: refused by shape, before the
+	 * parameters are allocated. */
+	tm_st_writer *big = tm_st_writer_new();
+	static const char *const kv[][2] = {
+		{"format", "tinymlperf-model"}, {"format_version", "1"}, {"family", "mlp"},
+		{"input.shape", "1,28,28"}, {"input.layout", "NCHW-flat"},
+		{"input.scale", "0.00392156863"}, {"input.mean", "0.286"}, {"input.sd", "0.353"},
+		{"n_classes", "10"}, {"mlp.hidden", "4096,4096,4096,4096,4096,4096,4096,4096"},
+	};
+	for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+		tm_st_writer_meta(big, kv[i][0], kv[i][1]);
+	float one[4] = {0};
+	tm_st_writer_add(big, "0.weight", TM_DTYPE_F32, 2, (const int64_t[]){2, 2}, one);
+	ck_assert_int_eq(tm_st_writer_save(big, path, &err), 0);
+	tm_st_writer_free(big);
+	expect_load_error(path, NULL, "0.weight");
+
 	/* Not a model file at all: a safetensors file without our metadata. */
 	tm_st_writer *w = tm_st_writer_new();
 	float z[4] = {0};
