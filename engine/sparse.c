@@ -579,32 +579,42 @@ void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const floa
 
 // ---- the dense fallback rule ----
 
-/* Break-even sparsity (fraction of zeros) above which the sparse kernels beat the fastest
- * dense path of the same kernel set, measured by bench_sparse.c on the MLP's 784x128 layer
- * and checked on the other event shapes (docs/sparsity.md has the runs).  Batch 1 is the
- * single-stream GEMV; batches of 16 and more are the GEMM regime. */
+/* Break-even sparsity (fraction of zeros) at and above which a layer runs sparse, per kernel
+ * set, batch and width; the first row that matches wins.  Measured single-thread against the
+ * faster of tm_linear and tm_linear_packed on the event shapes (784x128, 128x64, 64x10,
+ * 1600x10, 128x384, 128x128, 512x128, 128x512) at batch 1, 4, 16 and 64, rounded up for noise
+ * (docs/sparsity.md has the grid).  AVX-512 (WIN16): batch 1 crosses at 0.29-0.33 for 128
+ * outputs and more, 0.50 for narrower layers (partly empty 16-row groups against dense weights
+ * that fit L1); batches cross at 0.54-0.59 (0.65 for 10 outputs).  AVX2 has no sparse kernel
+ * of its own (portable CSR against AVX2 dense): 0.86-0.93 at batch 1, above 0.95 for batches.
+ * Portable CSR beats the portable dense kernel at any sparsity; its row is the point where
+ * CSR (6 bytes per nonzero) stops storing more than dense (4 bytes per weight). */
 typedef struct sparse_break_even {
 	tm_isa isa;
-	double m1;      /* batch 1 */
-	double m_small; /* batch 2..15 */
-	double m_big;   /* batch >= 16 */
+	int m_max;        /* batches up to this */
+	int n_min;        /* layers with at least this many outputs */
+	double sparsity;
 } sparse_break_even;
 
 static const sparse_break_even break_even_table[] = {
-	{ TM_ISA_PORTABLE, 0.30, 0.30, 0.50 },
-	{ TM_ISA_AVX2, 0.85, 0.85, 0.90 },
-	{ TM_ISA_AVX512, 0.60, 0.65, 0.70 },
+	{ TM_ISA_AVX512, 1, 128, 0.35 },
+	{ TM_ISA_AVX512, 1, 0, 0.50 },
+	{ TM_ISA_AVX512, INT32_MAX, 128, 0.60 },
+	{ TM_ISA_AVX512, INT32_MAX, 0, 0.65 },
+	{ TM_ISA_AVX2, 1, 0, 0.93 },
+	{ TM_ISA_AVX2, INT32_MAX, 0, 0.97 },
+	{ TM_ISA_PORTABLE, INT32_MAX, 0, 0.34 },
 };
 
 double tm_sparse_break_even(tm_isa isa, int n, int k, int m)
 {
-	(void)n;
 	(void)k;
-	const sparse_break_even *e = &break_even_table[0];
-	for (size_t i = 0; i < sizeof(break_even_table) / sizeof(break_even_table[0]); i++)
-		if (break_even_table[i].isa == isa)
-			e = &break_even_table[i];
-	return m <= 1 ? e->m1 : m < 16 ? e->m_small : e->m_big;
+	for (size_t i = 0; i < sizeof(break_even_table) / sizeof(break_even_table[0]); i++) {
+		const sparse_break_even *e = &break_even_table[i];
+		if (e->isa == isa && m <= e->m_max && n >= e->n_min)
+			return e->sparsity;
+	}
+	return 1.0;
 }
 
 bool tm_sparse_decide(tm_isa isa, int n, int k, double sparsity, int m, char *why, size_t len)

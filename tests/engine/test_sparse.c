@@ -602,12 +602,22 @@ END_TEST
 START_TEST(test_decide)
 {
 	char why[128];
-	/* 90% zeros on the MLP layer at batch 1: sparse on every kernel set */
+	/* 90% zeros on the MLP layer at batch 1: sparse with the portable and AVX-512 kernels,
+	 * and at 96% with AVX2 (which has no sparse kernel of its own) */
 	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
-		ck_assert(tm_sparse_decide((tm_isa)isa, 128, 784, 0.901, 1, why, sizeof(why)));
-		ck_assert_msg(strstr(why, "90.1% zeros") != NULL, "%s", why);
+		double sp = isa == TM_ISA_AVX2 ? 0.961 : 0.901;
+		ck_assert(tm_sparse_decide((tm_isa)isa, 128, 784, sp, 1, why, sizeof(why)));
+		ck_assert_msg(strstr(why, isa == TM_ISA_AVX2 ? "96.1% zeros" : "90.1% zeros") != NULL,
+			      "%s", why);
 		ck_assert(strncmp(why, "sparse ", 7) == 0);
 	}
+	ck_assert(!tm_sparse_decide(TM_ISA_AVX2, 128, 784, 0.9, 1, why, sizeof(why)));
+	ck_assert_str_eq(why, "dense: 90.0% zeros is below the 93% break-even");
+	/* narrow layers and batches need more zeros on AVX-512 */
+	ck_assert(tm_sparse_decide(TM_ISA_AVX512, 128, 784, 0.45, 1, NULL, 0));
+	ck_assert(!tm_sparse_decide(TM_ISA_AVX512, 64, 128, 0.45, 1, NULL, 0));
+	ck_assert(!tm_sparse_decide(TM_ISA_AVX512, 128, 784, 0.45, 64, NULL, 0));
+	ck_assert(tm_sparse_decide(TM_ISA_AVX512, 128, 784, 0.8, 64, NULL, 0));
 	ck_assert(tm_sparse_decide(TM_ISA_AVX512, 128, 784, 0.9, 1, why, sizeof(why)));
 	ck_assert_ptr_nonnull(strstr(why, "sparse win16"));
 	ck_assert(tm_sparse_decide(TM_ISA_PORTABLE, 128, 784, 0.9, 1, why, sizeof(why)));
