@@ -4,6 +4,7 @@
  * 0 ok, 2 bad arguments, 4 internal error (data, training or file failure); errors go to
  * stderr as one line. */
 #include "engine.h"
+#include "events.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -13,7 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define EXIT_BADARGS 2
+#define EXIT_BADARGS 2   /* also: an invalid config */
+#define EXIT_LIMIT 3     /* a config over a resource limit */
 #define EXIT_INTERNAL 4
 
 typedef struct command {
@@ -25,9 +27,15 @@ typedef struct command {
 
 static int cmd_cpu(int argc, char **argv);
 static int cmd_train(int argc, char **argv);
+static int cmd_validate(int argc, char **argv);
+static int cmd_events(int argc, char **argv);
 
 static const command commands[] = {
 	{"cpu", cmd_cpu, "", "print this CPU's features and the kernel set 'auto' picks"},
+	{"validate", cmd_validate, "CONFIG.json",
+	 "check a config (every error with its field path); exit 0 valid,\n"
+	 "                         2 invalid, 3 over a resource limit"},
+	{"events", cmd_events, "", "list the events with their rules"},
 	{"train", cmd_train, "EVENT [options]",
 	 "train EVENT's reference model (mlp_sprint, cnn_marathon) on\n"
 	 "                         Fashion-MNIST, write DIR/models/EVENT.safetensors"},
@@ -68,6 +76,70 @@ static int fail(int code, const char *fmt, ...)
 	fputc('\n', stderr);
 	va_end(ap);
 	return code;
+}
+
+// ---- validate and events ----
+
+/* Read a whole file of at most max bytes; *len gets its size.  NULL with errno on failure
+ * (EFBIG when over max). */
+static char *read_file(const char *path, size_t max, size_t *len)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *buf = malloc(max + 1);
+	size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+	if (f != stdin)
+		fclose(f);
+	if (!buf)
+		return NULL;
+	if (n > max) {
+		free(buf);
+		errno = EFBIG;
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+static int cmd_validate(int argc, char **argv)
+{
+	if (argc != 2)
+		return fail(EXIT_BADARGS, "validate: usage: tinymlperf-run validate CONFIG.json");
+	size_t len;
+	char *text = read_file(argv[1], CFG_MAX_BYTES, &len);
+	if (!text)
+		return fail(EXIT_BADARGS, "validate: cannot read '%s': %s", argv[1],
+			    errno == EFBIG ? "larger than the 256 KiB limit" : strerror(errno));
+	cfg_config c;
+	cfg_errors errs;
+	int rc = cfg_parse(text, len, NULL, &c, &errs);
+	free(text);
+	if (rc != 0) {
+		cfg_errors_print(&errs, stderr);
+		return errs.over_limit ? EXIT_LIMIT : EXIT_BADARGS;
+	}
+	printf("valid: event=%s division=%s params=%lld flops_per_inference=%lld "
+	       "memory_estimate_bytes=%lld\n", c.event->name, c.open ? "open" : "closed",
+	       (long long)c.params, (long long)c.flops, (long long)c.memory_bytes);
+	return 0;
+}
+
+static int cmd_events(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1)
+		return fail(EXIT_BADARGS, "events: takes no arguments");
+	for (int i = 0; i < EV_COUNT; i++) {
+		const ev_event *e = ev_event_at(i);
+		printf("%s: %s\n  data:      %s\n  reference: %s\n  scenario:  %s\n"
+		       "  metric:    %s\n  quality:   %s\n  gate:      closed >= %.0f%% of the "
+		       "reference, open >= %.0f%%\n\n", e->name, e->title, e->dataset, e->reference,
+		       e->scenario_text, e->primary_metric, e->quality_metric, e->closed_gate * 100,
+		       e->open_gate * 100);
+	}
+	return 0;
 }
 
 // ---- cpu ----

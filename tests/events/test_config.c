@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int parse(const char *json, cfg_config *c, cfg_errors *e)
 {
@@ -191,6 +193,41 @@ START_TEST(test_resource_limits)
 }
 END_TEST
 
+/* Run `tinymlperf-run validate FILE` for real; returns its exit status. */
+static int run_validate(const char *json)
+{
+	char *dir = tt_tmpdir("validate");
+	char path[600];
+	snprintf(path, sizeof(path), "%s/c.json", dir);
+	FILE *f = fopen(path, "w");
+	fputs(json, f);
+	fclose(f);
+	char *bin = tt_build_path("tinymlperf-run");
+	pid_t pid = fork();
+	if (pid == 0) {
+		freopen("/dev/null", "w", stdout);
+		freopen("/dev/null", "w", stderr);
+		execl(bin, bin, "validate", path, (char *)NULL);
+		_exit(127);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	free(bin);
+	tt_rmtree(dir);
+	free(dir);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+START_TEST(test_cli_validate_exit_codes)
+{
+	ck_assert_int_eq(run_validate("{\"event\":\"mlp_sprint\"}"), 0);
+	ck_assert_int_eq(run_validate("{\"event\":\"mlp_sprint\",\"optimize\":{\"threads\":0}}"), 2);
+	ck_assert_int_eq(run_validate("{\"event\":\"mlp_sprint\",\"division\":\"open\",\"model\":"
+				      "{\"hidden\":[4096,4096,4096,4096,4096,4096,4096,4096]}}"), 3);
+	ck_assert_int_eq(run_validate("not json"), 2);
+}
+END_TEST
+
 Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -200,6 +237,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, test_bad_configs_name_the_field);
 	tcase_add_test(tc, test_several_errors_at_once);
 	tcase_add_test(tc, test_resource_limits);
+	tcase_add_test(tc, test_cli_validate_exit_codes);
 	suite_add_tcase(s, tc);
 	return s;
 }
