@@ -205,6 +205,15 @@ static void quant_portable(int m, int k, int kp, const float *x, ptrdiff_t ldx, 
 	}
 }
 
+static void prep_portable(int m, int k, int kp, const int8_t *xq, size_t ldx, uint8_t *dst,
+			  size_t ldd)
+{
+	for (int i = 0; i < m; i++) {
+		memcpy(dst + (size_t)i * ldd, xq + (size_t)i * ldx, (size_t)k);
+		memset(dst + (size_t)i * ldd + k, 0, (size_t)(kp - k));
+	}
+}
+
 /* Write one row of up to QG_NR accumulators (columns col .. col + cnt - 1). */
 static void store_portable(const qgemm_epi *e, int row, int col, int cnt, const int32_t *acc)
 {
@@ -250,9 +259,11 @@ static void gemm_portable(int m, int ncols, int kp, const uint8_t *a, size_t lda
 
 static const qgemm_kernels qgemm_portable = {
 	.name = "portable",
-	.u8 = false,
+	.afmt = QG_A_S8,
+	.abytes = 1,
 	.mr = 1,
 	.quant = quant_portable,
+	.prep = prep_portable,
 	.gemm = gemm_portable,
 };
 
@@ -492,7 +503,7 @@ static void qcall_init(qcall *c, const tm_ctx *ctx, const tm_qlinear *ql, int m,
 		       bool need_a)
 {
 	c->ks = kernels_for(ctx);
-	c->lda = (size_t)ql->kp;
+	c->lda = (size_t)ql->kp * c->ks->abytes;
 	size_t abytes = need_a ? round64((size_t)m * c->lda) : 0;
 	size_t sbytes = sizeof(float) * (size_t)ql->n;
 	c->heap = NULL;
@@ -508,19 +519,6 @@ static void qcall_init(qcall *c, const tm_ctx *ctx, const tm_qlinear *ql, int m,
 static void qcall_release(qcall *c)
 {
 	free(c->heap);
-}
-
-/* Copy int8 activations into the call buffer: u8 = q + 128 for the VNNI set, k padded. */
-static void prep_q(const qcall *c, int m, int k, int kp, const int8_t *xq)
-{
-	uint8_t flip = c->ks->u8 ? 0x80 : 0;
-	for (int i = 0; i < m; i++) {
-		const uint8_t *src = (const uint8_t *)xq + (size_t)i * k;
-		uint8_t *d = c->a + (size_t)i * c->lda;
-		for (int p = 0; p < k; p++)
-			d[p] = src[p] ^ flip;
-		memset(d + k, flip, (size_t)(kp - k));
-	}
 }
 
 static void qlinear_run(const tm_ctx *ctx, const qcall *c, const tm_qlinear *ql, int m,
@@ -540,7 +538,7 @@ static void qlinear_run(const tm_ctx *ctx, const qcall *c, const tm_qlinear *ql,
 			.kind = kind,
 			.c = out,
 			.ldc = ql->n,
-			.corr = c->ks->u8 ? ql->corr : NULL,
+			.corr = c->ks->afmt == QG_A_U8 ? ql->corr : NULL,
 			.scale = c->scale,
 			.bias = kind == QGEMM_OUT_S32 ? NULL : ql->bias,
 			.relu = kind != QGEMM_OUT_S32 && act == TM_ACT_RELU,
@@ -568,20 +566,21 @@ void tm_qlinear_forward(const tm_ctx *ctx, const tm_qlinear *ql, int m, const fl
 		tm_gelu_forward_ctx(ctx, (size_t)m * ql->n, y, y);
 }
 
-/* Run on int8 input: read xq in place where the kernel set takes s8 and k needs no padding. */
+/* Run on int8 input xq (m, k, rows ldx bytes apart): read in place where the kernel set takes s8
+ * and k needs no padding, else convert into the call buffer. */
 static void forward_q(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
-		      float x_scale, qgemm_out kind, void *out, tm_act act, float out_inv)
+		      size_t ldx, float x_scale, qgemm_out kind, void *out, tm_act act,
+		      float out_inv)
 {
 	if (m <= 0)
 		return;
 	qcall c;
-	bool direct = !kernels_for(ctx)->u8 && ql->kp == ql->k;
+	bool direct = kernels_for(ctx)->afmt == QG_A_S8 && ql->kp == ql->k;
 	qcall_init(&c, ctx, ql, m, x_scale, !direct);
 	if (direct) {
-		qlinear_run(ctx, &c, ql, m, (const uint8_t *)xq, (size_t)ql->k, kind, out, act,
-			    out_inv);
+		qlinear_run(ctx, &c, ql, m, (const uint8_t *)xq, ldx, kind, out, act, out_inv);
 	} else {
-		prep_q(&c, m, ql->k, ql->kp, xq);
+		c.ks->prep(m, ql->k, ql->kp, xq, ldx, c.a, c.lda);
 		qlinear_run(ctx, &c, ql, m, c.a, c.lda, kind, out, act, out_inv);
 	}
 	qcall_release(&c);
@@ -590,7 +589,7 @@ static void forward_q(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8
 void tm_qlinear_forward_q(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
 			  float x_scale, tm_act act, float *y)
 {
-	forward_q(ctx, ql, m, xq, x_scale, QGEMM_OUT_F32, y, act, 0.0f);
+	forward_q(ctx, ql, m, xq, (size_t)ql->k, x_scale, QGEMM_OUT_F32, y, act, 0.0f);
 	if (m > 0 && act == TM_ACT_GELU)
 		tm_gelu_forward_ctx(ctx, (size_t)m * ql->n, y, y);
 }
@@ -598,42 +597,39 @@ void tm_qlinear_forward_q(const tm_ctx *ctx, const tm_qlinear *ql, int m, const 
 void tm_qlinear_forward_q8(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
 			   float x_scale, tm_act act, float y_scale, int8_t *yq)
 {
-	forward_q(ctx, ql, m, xq, x_scale, QGEMM_OUT_S8, yq, act, 1.0f / y_scale);
+	forward_q(ctx, ql, m, xq, (size_t)ql->k, x_scale, QGEMM_OUT_S8, yq, act, 1.0f / y_scale);
 }
 
 void tm_qgemm_s32(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
 		  int32_t *acc)
 {
-	forward_q(ctx, ql, m, xq, 1.0f, QGEMM_OUT_S32, acc, TM_ACT_NONE, 0.0f);
+	forward_q(ctx, ql, m, xq, (size_t)ql->k, 1.0f, QGEMM_OUT_S32, acc, TM_ACT_NONE, 0.0f);
 }
 
 // ---- int8 conv3x3 ----
 
-/* Scratch: the quantized image (cin, h, w) as int8, its patch rows (pixels, kp) in the kernel
- * set's format, and the GEMM output (pixels, cout) before it is transposed to NCHW. */
+/* Scratch: the quantized image (cin, h, w) and its patch rows (pixels, cin*9), both int8, and
+ * the GEMM output (pixels, cout) before it is transposed to NCHW. */
 size_t tm_qconv3x3_scratch_bytes(int cin, int h, int w, int cout)
 {
-	size_t pix = (size_t)(h - 2) * (w - 2), kp = ((size_t)cin * 9 + 3) / 4 * 4;
-	return round64((size_t)cin * h * w) + round64(pix * kp) +
+	size_t pix = (size_t)(h - 2) * (w - 2);
+	return round64((size_t)cin * h * w) + round64(pix * (size_t)cin * 9) +
 	       round64(pix * (size_t)cout * sizeof(float));
 }
 
-/* rows (pixels, kp): row (oy, ox) holds x[ci][oy + ky][ox + kx] in (ci, ky, kx) order, the
- * order of W (cout, cin, 3, 3), each byte xor flip (0x80 for u8 activations). */
-static void im2row3x3(int cin, int h, int w, int kp, const int8_t *xq, uint8_t flip,
-		      uint8_t *rows)
+/* rows (pixels, cin*9): row (oy, ox) holds x[ci][oy + ky][ox + kx] in (ci, ky, kx) order, the
+ * order of W (cout, cin, 3, 3). */
+static void im2row3x3(int cin, int h, int w, const int8_t *xq, int8_t *rows)
 {
-	int oh = h - 2, ow = w - 2, k = cin * 9;
+	int oh = h - 2, ow = w - 2;
 	for (int oy = 0; oy < oh; oy++)
 		for (int ox = 0; ox < ow; ox++) {
-			uint8_t *d = rows + ((size_t)oy * ow + ox) * kp;
+			int8_t *d = rows + ((size_t)oy * ow + ox) * cin * 9;
 			for (int ci = 0; ci < cin; ci++) {
 				const int8_t *src = xq + ((size_t)ci * h + oy) * w + ox;
-				for (int ky = 0; ky < 3; ky++)
-					for (int kx = 0; kx < 3; kx++)
-						*d++ = (uint8_t)src[ky * w + kx] ^ flip;
+				for (int ky = 0; ky < 3; ky++, d += 3)
+					memcpy(d, src + ky * w, 3);
 			}
-			memset(d, flip, (size_t)(kp - k));
 		}
 }
 
@@ -645,21 +641,18 @@ void tm_qconv3x3_forward(const tm_ctx *ctx, const tm_qlinear *ql, int n, int cin
 	int cout = ql->n, pix = (h - 2) * (w - 2);
 	size_t plane = (size_t)cin * h * w;
 	int8_t *xq = scratch;
-	uint8_t *rows = (uint8_t *)scratch + round64(plane);
-	float *out = (float *)(rows + round64((size_t)pix * ql->kp));
-	qcall c;
-	qcall_init(&c, ctx, ql, 0, ql->x_scale, false);
+	int8_t *rows = (int8_t *)scratch + round64(plane);
+	float *out = (float *)(rows + round64((size_t)pix * ql->k));
 	for (int i = 0; i < n; i++) {
 		tm_quantize_act(plane, x + plane * i, ql->x_scale, xq);
-		im2row3x3(cin, h, w, ql->kp, xq, c.ks->u8 ? 0x80 : 0, rows);
-		qlinear_run(ctx, &c, ql, pix, rows, (size_t)ql->kp, QGEMM_OUT_F32, out,
-			    act == TM_ACT_RELU ? act : TM_ACT_NONE, 0.0f);
+		im2row3x3(cin, h, w, xq, rows);
+		forward_q(ctx, ql, pix, rows, (size_t)ql->k, ql->x_scale, QGEMM_OUT_F32, out,
+			  act == TM_ACT_RELU ? act : TM_ACT_NONE, 0.0f);
 		float *yi = y + (size_t)cout * pix * i;
 		for (int p = 0; p < pix; p++)
 			for (int j = 0; j < cout; j++)
 				yi[(size_t)j * pix + p] = out[(size_t)p * cout + j];
 	}
-	qcall_release(&c);
 	if (act == TM_ACT_GELU)
 		tm_gelu_forward_ctx(ctx, (size_t)n * cout * pix, y, y);
 }

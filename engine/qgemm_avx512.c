@@ -17,6 +17,7 @@
 #define NV 4     /* panels of the tile */
 #define NV1 8    /* panels of the one-row tile */
 #define MC 96    /* rows of activations kept hot in L2 while the panels stream by */
+#define NC_BYTES (256u << 10) /* weight bytes of one column block */
 #define INLINE static inline __attribute__((always_inline))
 
 // ---- epilogue ----
@@ -165,13 +166,21 @@ static void gemm(int m, int ncols, int kp, const uint8_t *a, size_t lda, const i
 		}
 		return;
 	}
-	for (int i0 = 0; i0 < m; i0 += MC) {
-		int i1 = m - i0 < MC ? m : i0 + MC;
-		for (int pan = 0; pan < npan; pan += NV) {
-			int nv = npan - pan < NV ? npan - pan : NV;
-			for (int i = i0; i < i1; i += MR)
-				tile_rows(i1 - i < MR ? i1 - i : MR, nv, kp, a + (size_t)i * lda, lda,
-					  wp + (size_t)pan * ps, ps, e, i, pan * QG_NR, ncols);
+	/* column blocks of at most NC_BYTES of weights, so that they and the MC rows of
+	 * activations stay in L2 together (a weight stream larger than L2 would evict them) */
+	int pb = (int)(NC_BYTES / ps);
+	pb = pb < NV ? NV : pb / NV * NV;
+	for (int p0 = 0; p0 < npan; p0 += pb) {
+		int p1 = npan - p0 < pb ? npan : p0 + pb;
+		for (int i0 = 0; i0 < m; i0 += MC) {
+			int i1 = m - i0 < MC ? m : i0 + MC;
+			for (int pan = p0; pan < p1; pan += NV) {
+				int nv = p1 - pan < NV ? p1 - pan : NV;
+				for (int i = i0; i < i1; i += MR)
+					tile_rows(i1 - i < MR ? i1 - i : MR, nv, kp,
+						  a + (size_t)i * lda, lda, wp + (size_t)pan * ps, ps,
+						  e, i, pan * QG_NR, ncols);
+			}
 		}
 	}
 }
@@ -197,10 +206,28 @@ static void quant(int m, int k, int kp, const float *x, ptrdiff_t ldx, float inv
 	}
 }
 
+/* u8 = q + 128 (the sign bit flipped), 64 at a time. */
+static void prep(int m, int k, int kp, const int8_t *xq, size_t ldx, uint8_t *dst, size_t ldd)
+{
+	const __m512i flip = _mm512_set1_epi8((char)0x80);
+	for (int i = 0; i < m; i++) {
+		const int8_t *src = xq + (size_t)i * ldx;
+		uint8_t *d = dst + (size_t)i * ldd;
+		for (int p = 0; p < k; p += 64) {
+			__mmask64 mk = k - p >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (k - p)) - 1);
+			__m512i v = _mm512_maskz_loadu_epi8(mk, src + p);
+			_mm512_mask_storeu_epi8(d + p, mk, _mm512_xor_si512(v, flip));
+		}
+		memset(d + k, 128, (size_t)(kp - k));
+	}
+}
+
 const qgemm_kernels tm_qgemm_avx512 = {
 	.name = "avx512vnni",
-	.u8 = true,
+	.afmt = QG_A_U8,
+	.abytes = 1,
 	.mr = MR,
 	.quant = quant,
+	.prep = prep,
 	.gemm = gemm,
 };

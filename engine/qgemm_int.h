@@ -2,10 +2,10 @@
  * dispatcher and the thread split) shares with the SIMD kernel files qgemm_avx2.c and
  * qgemm_avx512.c.  Weights live in one packed layout that every kernel set reads: panels of
  * QG_NR output channels, k padded to a multiple of 4, four consecutive k of one channel in
- * four consecutive bytes (the operand shape of vpdpbusd and of vpmaddubsw + vpmaddwd).  A
- * kernel set is one table row: how it wants the activations (s8, or u8 = s8 + 128 corrected by
- * 128 * the weight row sums), its row tile, the activation quantizer and the GEMM routine with
- * the dequantizing epilogue fused into its stores.  docs/int8.md describes the scheme. */
+ * four consecutive bytes (the operand shape of vpdpbusd; vpmovsxbw widens four channels).  A
+ * kernel set is one table row: how it wants the activations (s8, u8 = s8 + 128 corrected by
+ * 128 * the weight row sums, or s16), its row tile, the activation quantizer and converter, and
+ * the GEMM routine with the dequantizing epilogue fused into its stores.  docs/int8.md describes the scheme. */
 #ifndef TM_QGEMM_INT_H
 #define TM_QGEMM_INT_H
 
@@ -74,21 +74,27 @@ static inline int8_t qg_quant(float v, float inv)
 
 // ---- kernel sets ----
 
+/* Activation formats: s8 (q), u8 (q + 128, corrected with corr) or s16 (q sign-extended). */
+typedef enum qgemm_afmt { QG_A_S8 = 0, QG_A_U8 = 1, QG_A_S16 = 2 } qgemm_afmt;
+
 typedef struct qgemm_kernels {
 	const char *name;   /* "portable", "avx2", "avx512vnni" */
-	bool u8;            /* activations stored as u8 = q + 128 (corrected with corr) */
+	qgemm_afmt afmt;    /* how the activations are stored for gemm */
+	int abytes;         /* bytes per stored activation */
 	int mr;             /* rows of the register tile (granularity of the row split) */
-	/* dst(m, ldd) = quantized x(m, k) (row stride ldx floats): q = qg_quant(x, inv), stored as
-	 * u8 (q + 128) when u8; columns k..kp-1 are filled with the zero point. */
+	/* dst(m, ldd bytes) = quantized x(m, k) (row stride ldx floats): q = qg_quant(x, inv)
+	 * in the set's format; columns k..kp-1 are filled with the format's zero. */
 	void (*quant)(int m, int k, int kp, const float *x, ptrdiff_t ldx, float inv, uint8_t *dst,
 		      size_t ldd);
+	/* The same from int8 activations xq(m, k) (row stride ldx bytes). */
+	void (*prep)(int m, int k, int kp, const int8_t *xq, size_t ldx, uint8_t *dst, size_t ldd);
 	/* C(m, ncols) = epi(A(m, kp) * W^T) for the panels starting at wp (panel_stride bytes
 	 * apart, ceil(ncols / QG_NR) of them); A rows are lda bytes apart, kp % 4 == 0. */
 	void (*gemm)(int m, int ncols, int kp, const uint8_t *a, size_t lda, const int8_t *wp,
 		     size_t panel_stride, const qgemm_epi *e);
 } qgemm_kernels;
 
-extern const qgemm_kernels tm_qgemm_avx2;     /* qgemm_avx2.c: AVX2, vpmaddubsw */
+extern const qgemm_kernels tm_qgemm_avx2;     /* qgemm_avx2.c: AVX2, vpmaddwd on s16 */
 extern const qgemm_kernels tm_qgemm_avx512;   /* qgemm_avx512.c: AVX-512 BW + VNNI */
 
 // ---- the quantized linear layer ----
