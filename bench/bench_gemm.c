@@ -3,7 +3,9 @@
  * (256, 512, 1024) target 0.9x; the events' layer shapes (M rows of X times W (N out, K in),
  * Y = X W^T, compared with cblas_sgemm(RowMajor, NoTrans, Trans) on the same W every call)
  * target 1.0x, both for tm_linear (packing per call) and tm_linear_packed (W packed once, as
- * the events run it).  Ours also adds the bias (OpenBLAS does not), so the comparison is, if
+ * the events run it); the CNN's convolutions appear both as im2col rows of pixels (M = pixels
+ * of 1 and of 64 images, N = out channels) and as the per-image NN product engine/ops.c
+ * calls.  Our linear rows also add the bias (OpenBLAS does not), so the comparison is, if
  * anything, unfavourable to us.  Each row alternates ours and theirs for several rounds and
  * keeps the fastest repetition of each (min-of-N, as the machine is shared and noisy). */
 #include "bench.h"
@@ -106,6 +108,23 @@ static void bench_square(bench_ctx *b, const tm_ctx *ctx, int s)
 	free(c);
 }
 
+/* A plain NN product, as the convolution's im2col GEMM is called: W (cout, cin*9) times the
+ * column matrix (cin*9, pixels). */
+static void bench_nn(bench_ctx *b, const tm_ctx *ctx, const char *tag, int m, int n, int k)
+{
+	float *a = rnd((size_t)m * k, 6), *bb = rnd((size_t)k * n, 7);
+	float *c = calloc((size_t)m * n, sizeof(float));
+	gemm_case g = { .op = OP_SGEMM, .m = m, .n = n, .k = k, .ctx = ctx, .a = a, .b = bb, .c = c };
+	double ours, blas;
+	measure(b, &g, &ours, &blas);
+	char name[96];
+	snprintf(name, sizeof(name), "%s_m%d_n%d_k%d_vs_openblas", tag, m, n, k);
+	bench_add(b, name, ours, "GFLOP/s", "openblas", blas, true, 1.0);
+	free(a);
+	free(bb);
+	free(c);
+}
+
 /* One layer shape: tm_linear and tm_linear_packed rows. */
 static void bench_layer(bench_ctx *b, const tm_ctx *ctx, const char *tag, int m, int n, int k)
 {
@@ -160,4 +179,8 @@ void bench_gemm(bench_ctx *b)
 	bench_layer(b, &ctx, "conv1", 64 * 26 * 26, 32, 9);
 	bench_layer(b, &ctx, "conv2", 11 * 11, 64, 288);
 	bench_layer(b, &ctx, "conv2", 64 * 11 * 11, 64, 288);
+	/* the same convolutions as engine/ops.c runs them, one image per NN product:
+	 * Y (cout, pixels) = W (cout, cin*9) * columns (cin*9, pixels) */
+	bench_nn(b, &ctx, "conv1_nn", 32, 26 * 26, 9);
+	bench_nn(b, &ctx, "conv2_nn", 64, 11 * 11, 288);
 }

@@ -123,7 +123,7 @@ static float *buf_alloc(size_t floats)
 typedef enum gemm_mode {
 	GEMM_BLOCKED = 0,  /* packed panels and the register-tile micro-kernel */
 	GEMM_DOT = 1,      /* X * W^T along k, no packing */
-	GEMM_GEMV = 2,     /* one row against prepacked panels */
+	GEMM_GEMV = 2,     /* one row against prepacked panels, or B's rows in place */
 	GEMM_GEMV_ROWS = 3, /* one row against the rows of W (n, k) */
 } gemm_mode;
 
@@ -154,6 +154,17 @@ static bool want_pack_a(const gemm_job *j)
 	return j->cs_a != 1 || (j->rs_a * (ptrdiff_t)sizeof(float)) % 4096 == 0;
 }
 
+/* Read op(B) in place when its rows are contiguous along n and a packed copy would not pay:
+ * few row tiles to reuse it, or a block of B rows that spans little memory (measured: a
+ * panel spread over a megabyte of rows costs TLB and cache misses that packing avoids).  Not
+ * at a row stride of a multiple of 4 KB, whose rows would collide in one L1 set. */
+static bool want_direct_b(const gemm_job *j, int rows, int kcb)
+{
+	size_t span = (size_t)kcb * (size_t)j->rs_b * sizeof(float);
+	return j->cs_b == 1 && (j->rs_b * (ptrdiff_t)sizeof(float)) % 4096 != 0 &&
+	       (rows <= 6 * j->ks->mr || span <= (256u << 10));
+}
+
 /* noinline: its packing space on the stack stays out of the other paths' frames */
 static __attribute__((noinline)) void run_blocked(const gemm_job *j, int m0, int m1, int n0,
 						 int n1)
@@ -167,7 +178,8 @@ static __attribute__((noinline)) void run_blocked(const gemm_job *j, int m0, int
 	int ncmax = ((n1 - n0 + nnb - 1) / nnb + NR - 1) / NR * NR;
 	int mcmax = m1 - m0 < ks->mc ? (m1 - m0 + MR - 1) / MR * MR : ks->mc;
 	bool pack_a = want_pack_a(j);
-	size_t bfl = j->bp ? 0 : (size_t)kcb * ncmax;
+	bool direct_b = !j->bp && want_direct_b(j, m1 - m0, kcb);
+	size_t bfl = j->bp || direct_b ? 0 : (size_t)kcb * ncmax;
 	size_t afl = pack_a ? (size_t)kcb * mcmax : 0;
 	float stackbuf[GEMM_STACK_FLOATS] __attribute__((aligned(64)));
 	float *heap = NULL, *bbuf = stackbuf;
@@ -184,6 +196,9 @@ static __attribute__((noinline)) void run_blocked(const gemm_job *j, int m0, int
 			if (j->bp) {
 				bstride = (size_t)k * NR;
 				bb = j->bp + (size_t)(jc / NR) * bstride + (size_t)pc * NR;
+			} else if (direct_b) {
+				bstride = 0;
+				bb = j->b + pc * j->rs_b + jc;
 			} else {
 				bstride = (size_t)kc * NR;
 				ks->pack_b(kc, nc, j->b + pc * j->rs_b + jc * j->cs_b, j->rs_b, j->cs_b,
@@ -215,8 +230,9 @@ static __attribute__((noinline)) void run_blocked(const gemm_job *j, int m0, int
 					for (int jr = 0; jr < nc; jr += NR) {
 						gemm_epi te = e;
 						te.bias = e.bias ? e.bias + jr : NULL;
+						const float *bt = direct_b ? bb + jr : bb + (jr / NR) * bstride;
 						ks->tile(mr, nc - jr < NR ? nc - jr : NR, kc, ap, rs, cs,
-							 bb + (jr / NR) * bstride, crow + jr, j->ldc, &te);
+							 bt, direct_b ? j->rs_b : NR, crow + jr, j->ldc, &te);
 					}
 				}
 			}
@@ -242,8 +258,13 @@ static void run_range(const gemm_job *j, int m0, int m1, int n0, int n1)
 		j->ks->gemv_rows(n1 - n0, j->k, j->a, j->b + n0 * j->cs_b, j->cs_b, j->c + n0, &e);
 		break;
 	case GEMM_GEMV:
-		j->ks->gemv_panels(n1 - n0, j->k, j->a, j->bp + (size_t)(n0 / j->ks->nr) * j->k * j->ks->nr,
-				   j->c + n0, &e);
+		if (j->bp)
+			j->ks->gemv_panels(n1 - n0, j->k, j->a,
+					   j->bp + (size_t)(n0 / j->ks->nr) * j->k * j->ks->nr,
+					   (size_t)j->k * j->ks->nr, j->ks->nr, j->c + n0, &e);
+		else
+			j->ks->gemv_panels(n1 - n0, j->k, j->a, j->b + n0, j->ks->nr, j->rs_b,
+					   j->c + n0, &e);
 		break;
 	default:
 		run_blocked(j, m0, m1, n0, n1);
@@ -313,7 +334,7 @@ static void sgemm_simd(const tm_ctx *ctx, const gemm_kernels *ks, bool trans_a, 
 {
 	gemm_job j = {
 		.ks = ks,
-		.mode = !trans_a && trans_b && m == 1 ? GEMM_GEMV_ROWS
+		.mode = m == 1 && (!trans_a || lda == 1) ? (trans_b ? GEMM_GEMV_ROWS : GEMM_GEMV)
 		      : !trans_a && trans_b && want_dot(m, n, k) ? GEMM_DOT : GEMM_BLOCKED,
 		.m = m, .n = n, .k = k,
 		.a = a,

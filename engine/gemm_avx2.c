@@ -87,28 +87,47 @@ INLINE void epi_store(__m256 acc, float *c, int n, __m256i mask, const float *bi
 /* The tile body for a compile-time row count; half: only the first 8 columns are live.  A is
  * a packed panel (cs == MR, compile-time) or rows read in place (rs apart, cs == 1). */
 INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float *a,
-		      ptrdiff_t rs, ptrdiff_t cs, const float *b, float *c, ptrdiff_t ldc,
-		      const gemm_epi *e)
+		      ptrdiff_t rs, ptrdiff_t cs, const float *b, ptrdiff_t ldb, float *c,
+		      ptrdiff_t ldc, const gemm_epi *e)
 {
-	const gemm_epi ev = *e;
+	gemm_epi ev = *e;
+	int n1 = nr - 8;
+	__m256i bm0 = lane_mask(nr), bm1 = lane_mask(n1);
+	/* with alpha == 1 the bias seeds the accumulators (one load per tile, no add per row) */
+	__m256 init0 = _mm256_setzero_ps(), init1 = _mm256_setzero_ps();
+	if (ev.bias && ev.alpha == 1.0f) {
+		init0 = load_lanes(ev.bias, nr, bm0);
+		if (!half && n1 > 0)
+			init1 = load_lanes(ev.bias + 8, n1, bm1);
+		ev.bias = NULL;
+	}
 	__m256 c0[MR], c1[MR];
 #pragma GCC unroll 6
 	for (int i = 0; i < MR; i++) {
 		if (i < mr) {
-			c0[i] = _mm256_setzero_ps();
-			c1[i] = _mm256_setzero_ps();
-			_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-			if (!half)
-				_mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+			c0[i] = init0;
+			c1[i] = init1;
+			if (kc >= 32) {
+				_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+				if (!half)
+					_mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+			}
 		}
 	}
 	/* rows read in place: two base pointers, rows at +0, +rs, +2rs of each */
 	const float *a0 = a, *a1 = a + 3 * rs;
+	const bool plain_b = ldb == NR || nr >= (half ? 8 : 16);
 #pragma GCC unroll 4
 	for (int p = 0; p < kc; p++) {
-		__m256 b0 = _mm256_load_ps(b);
-		__m256 b1 = half ? b0 : _mm256_load_ps(b + 8);
-		_mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
+		__m256 b0, b1;
+		if (plain_b) {
+			b0 = _mm256_loadu_ps(b);
+			b1 = half ? b0 : _mm256_loadu_ps(b + 8);
+		} else {
+			/* B's rows read in place, a partial tile: lanes past nr are not ours */
+			b0 = _mm256_maskload_ps(b, bm0);
+			b1 = half ? b0 : _mm256_maskload_ps(b + 8, bm1);
+		}
 #pragma GCC unroll 6
 		for (int i = 0; i < MR; i++) {
 			if (i < mr) {
@@ -125,10 +144,45 @@ INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float
 			a0 += cs;
 			a1 += cs;
 		}
-		b += NR;
+		b += ldb;
 	}
-	int n1 = nr - 8;
-	__m256i m0 = lane_mask(nr), m1 = lane_mask(n1);
+	__m256i m0 = bm0, m1 = bm1;
+	/* the common stores without the epilogue's per-row tests (short k makes them count):
+	 * alpha 1, beta 0 (store) or 1 (accumulate), no activation or ReLU */
+	bool fast = ev.alpha == 1.0f && !ev.bias && (ev.beta == 0.0f || ev.beta == 1.0f) &&
+		    ev.act != TM_ACT_GELU;
+	if (fast) {
+		bool accum = ev.beta == 1.0f, relu = ev.act == TM_ACT_RELU;
+		bool full0 = nr >= 8, full1 = n1 >= 8;
+		const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 6
+		for (int i = 0; i < MR; i++) {
+			if (i < mr) {
+				float *ci = c + i * ldc;
+				__m256 v0 = c0[i], v1 = c1[i];
+				if (accum) {
+					v0 = _mm256_add_ps(v0, load_lanes(ci, nr, m0));
+					if (!half && n1 > 0)
+						v1 = _mm256_add_ps(v1, load_lanes(ci + 8, n1, m1));
+				}
+				if (relu) {
+					v0 = _mm256_max_ps(v0, zero);
+					v1 = _mm256_max_ps(v1, zero);
+				}
+				if (full0)
+					_mm256_storeu_ps(ci, v0);
+				else
+					_mm256_maskstore_ps(ci, m0, v0);
+				if (!half && n1 > 0) {
+					if (full1)
+						_mm256_storeu_ps(ci + 8, v1);
+					else
+						_mm256_maskstore_ps(ci + 8, m1, v1);
+				}
+			}
+		}
+		return;
+	}
 	const float *bias1 = ev.bias ? ev.bias + 8 : NULL;
 #pragma GCC unroll 6
 	for (int i = 0; i < MR; i++) {
@@ -143,9 +197,9 @@ INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float
 #define TILE_CASE(MRC, RS, CS)                                                          \
 	case MRC:                                                                        \
 		if (nr <= 8)                                                             \
-			tile_rows(MRC, true, nr, kc, a, RS, CS, b, c, ldc, e);           \
+			tile_rows(MRC, true, nr, kc, a, RS, CS, b, ldb, c, ldc, e);           \
 		else                                                                     \
-			tile_rows(MRC, false, nr, kc, a, RS, CS, b, c, ldc, e);          \
+			tile_rows(MRC, false, nr, kc, a, RS, CS, b, ldb, c, ldc, e);          \
 		break;
 
 #define TILE_CASES(RS, CS)                                                              \
@@ -161,7 +215,7 @@ INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float
 
 /* A is a packed panel (1, MR) or rows read in place (rs, 1); the driver packs any other. */
 static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
-		 const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
+		 const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, const gemm_epi *e)
 {
 	if (cs_a == MR) {
 		TILE_CASES(1, MR)
@@ -462,10 +516,21 @@ static void gemv_rows(int n, int k, const float *x, const float *w, ptrdiff_t ld
 
 // ---- matrix-vector on prepacked panels ----
 
-/* G panels side by side (G compile-time); the last one has nlast valid columns. */
+/* G panels side by side (G compile-time); the last one has nlast live columns, and only
+ * live columns are loaded (B may be read in place). */
 INLINE void gemv_group(const int G, int nlast, int k, const float *x, const float *pan,
-		       size_t pstride, float *y, const gemm_epi *e)
+		       size_t pstride, ptrdiff_t rstride, float *y, const gemm_epi *e)
 {
+	__m256i lm[8];
+	int ln[8];
+#pragma GCC unroll 4
+	for (int g = 0; g < G; g++) {
+		int nv = g == G - 1 ? nlast : NR;
+		ln[2 * g] = nv;
+		ln[2 * g + 1] = nv - 8;
+		lm[2 * g] = lane_mask(nv);
+		lm[2 * g + 1] = lane_mask(nv - 8);
+	}
 	/* two steps of k in flight: acc takes even p, acc2 odd p, added at the end */
 	__m256 acc[8], acc2[8];
 #pragma GCC unroll 8
@@ -478,21 +543,26 @@ INLINE void gemv_group(const int G, int nlast, int k, const float *x, const floa
 		__m256 xv = _mm256_broadcast_ss(x + p), xw = _mm256_broadcast_ss(x + p + 1);
 #pragma GCC unroll 4
 		for (int g = 0; g < G; g++) {
-			const float *bp = pan + g * pstride + p * NR;
-			acc[2 * g] = _mm256_fmadd_ps(xv, _mm256_load_ps(bp), acc[2 * g]);
-			acc[2 * g + 1] = _mm256_fmadd_ps(xv, _mm256_load_ps(bp + 8), acc[2 * g + 1]);
-			acc2[2 * g] = _mm256_fmadd_ps(xw, _mm256_load_ps(bp + NR), acc2[2 * g]);
-			acc2[2 * g + 1] = _mm256_fmadd_ps(xw, _mm256_load_ps(bp + NR + 8),
-							  acc2[2 * g + 1]);
+			const float *bp = pan + g * pstride + p * rstride;
+#pragma GCC unroll 2
+			for (int h = 0; h < 2; h++) {
+				int a = 2 * g + h;
+				acc[a] = _mm256_fmadd_ps(xv, load_lanes(bp + 8 * h, ln[a], lm[a]), acc[a]);
+				acc2[a] = _mm256_fmadd_ps(xw, load_lanes(bp + rstride + 8 * h, ln[a], lm[a]),
+							  acc2[a]);
+			}
 		}
 	}
 	if (p < k) {
 		__m256 xv = _mm256_broadcast_ss(x + p);
 #pragma GCC unroll 4
 		for (int g = 0; g < G; g++) {
-			const float *bp = pan + g * pstride + p * NR;
-			acc[2 * g] = _mm256_fmadd_ps(xv, _mm256_load_ps(bp), acc[2 * g]);
-			acc[2 * g + 1] = _mm256_fmadd_ps(xv, _mm256_load_ps(bp + 8), acc[2 * g + 1]);
+			const float *bp = pan + g * pstride + p * rstride;
+#pragma GCC unroll 2
+			for (int h = 0; h < 2; h++) {
+				int a = 2 * g + h;
+				acc[a] = _mm256_fmadd_ps(xv, load_lanes(bp + 8 * h, ln[a], lm[a]), acc[a]);
+			}
 		}
 	}
 	const gemm_epi ev = *e;
@@ -500,30 +570,29 @@ INLINE void gemv_group(const int G, int nlast, int k, const float *x, const floa
 	for (int g = 0; g < G; g++) {
 		int nv = g == G - 1 ? nlast : NR;
 		const float *bias = ev.bias ? ev.bias + g * NR : NULL;
-		epi_store(_mm256_add_ps(acc[2 * g], acc2[2 * g]), y + g * NR, nv, lane_mask(nv),
-			  bias, &ev);
+		epi_store(_mm256_add_ps(acc[2 * g], acc2[2 * g]), y + g * NR, nv, lm[2 * g], bias,
+			  &ev);
 		if (nv > 8)
 			epi_store(_mm256_add_ps(acc[2 * g + 1], acc2[2 * g + 1]), y + g * NR + 8,
-				  nv - 8, lane_mask(nv - 8), bias ? bias + 8 : NULL, &ev);
+				  nv - 8, lm[2 * g + 1], bias ? bias + 8 : NULL, &ev);
 	}
 }
 
-static void gemv_panels(int n, int k, const float *x, const float *panels, float *y,
-			const gemm_epi *e)
+static void gemv_panels(int n, int k, const float *x, const float *b, size_t pstride,
+			ptrdiff_t rstride, float *y, const gemm_epi *e)
 {
-	size_t pstride = (size_t)k * NR;
 	for (int j = 0; j < n; j += 4 * NR) {
 		int rest = n - j;
 		int g = rest >= 4 * NR ? 4 : (rest + NR - 1) / NR;
 		int nlast = rest >= g * NR ? NR : rest - (g - 1) * NR;
 		gemm_epi ej = *e;
 		ej.bias = e->bias ? e->bias + j : NULL;
-		const float *pan = panels + (size_t)(j / NR) * pstride;
+		const float *pan = b + (size_t)(j / NR) * pstride;
 		switch (g) {
-		case 4: gemv_group(4, nlast, k, x, pan, pstride, y + j, &ej); break;
-		case 3: gemv_group(3, nlast, k, x, pan, pstride, y + j, &ej); break;
-		case 2: gemv_group(2, nlast, k, x, pan, pstride, y + j, &ej); break;
-		default: gemv_group(1, nlast, k, x, pan, pstride, y + j, &ej); break;
+		case 4: gemv_group(4, nlast, k, x, pan, pstride, rstride, y + j, &ej); break;
+		case 3: gemv_group(3, nlast, k, x, pan, pstride, rstride, y + j, &ej); break;
+		case 2: gemv_group(2, nlast, k, x, pan, pstride, rstride, y + j, &ej); break;
+		default: gemv_group(1, nlast, k, x, pan, pstride, rstride, y + j, &ej); break;
 		}
 	}
 }

@@ -74,19 +74,30 @@ INLINE __mmask16 lane_mask(int n)
 
 /* The tile body for a compile-time row count; (rs, cs) are compile-time for packed A. */
 INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float *a,
-		      ptrdiff_t rs, ptrdiff_t cs, const float *b, float *c, ptrdiff_t ldc,
-		      const gemm_epi *e)
+		      ptrdiff_t rs, ptrdiff_t cs, const float *b, ptrdiff_t ldb, float *c,
+		      ptrdiff_t ldc, const gemm_epi *e)
 {
-	const gemm_epi ev = *e;
+	gemm_epi ev = *e;
+	__mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
+	/* with alpha == 1 the bias seeds the accumulators (one load per tile, no add per row) */
+	__m512 init0 = _mm512_setzero_ps(), init1 = _mm512_setzero_ps();
+	if (ev.bias && ev.alpha == 1.0f) {
+		init0 = _mm512_maskz_loadu_ps(m0, ev.bias);
+		if (!half)
+			init1 = _mm512_maskz_loadu_ps(m1, ev.bias + 16);
+		ev.bias = NULL;
+	}
 	__m512 c0[MR], c1[MR];
 #pragma GCC unroll 12
 	for (int i = 0; i < MR; i++) {
 		if (i < mr) {
-			c0[i] = _mm512_setzero_ps();
-			c1[i] = _mm512_setzero_ps();
-			_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-			if (!half)
-				_mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+			c0[i] = init0;
+			c1[i] = init1;
+			if (kc >= 32) {
+				_mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+				if (!half)
+					_mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+			}
 		}
 	}
 	/* rows read in place: four base pointers, rows at +0, +rs, +2rs of each, so the
@@ -94,11 +105,9 @@ INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float
 	const float *a0 = a, *a1 = a + 3 * rs, *a2 = a + 6 * rs, *a3 = a + 9 * rs;
 #pragma GCC unroll 4
 	for (int p = 0; p < kc; p++) {
-		__m512 b0 = _mm512_load_ps(b);
-		__m512 b1 = half ? b0 : _mm512_load_ps(b + 16);
-		_mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
-		if (!half)
-			_mm_prefetch((const char *)(b + 8 * NR + 16), _MM_HINT_T0);
+		/* masked: B's rows may be read in place, where lanes past nr are not ours */
+		__m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+		__m512 b1 = half ? b0 : _mm512_maskz_loadu_ps(m1, b + 16);
 #pragma GCC unroll 12
 		for (int i = 0; i < MR; i++) {
 			if (i < mr) {
@@ -117,9 +126,36 @@ INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float
 			a2 += cs;
 			a3 += cs;
 		}
-		b += NR;
+		b += ldb;
 	}
-	__mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
+	/* the common stores without the epilogue's per-row tests (short k makes them count):
+	 * alpha 1, beta 0 (store) or 1 (accumulate), no activation or ReLU */
+	bool fast = ev.alpha == 1.0f && !ev.bias && (ev.beta == 0.0f || ev.beta == 1.0f) &&
+		    ev.act != TM_ACT_GELU;
+	if (fast) {
+		bool accum = ev.beta == 1.0f, relu = ev.act == TM_ACT_RELU;
+		const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 12
+		for (int i = 0; i < MR; i++) {
+			if (i < mr) {
+				float *ci = c + i * ldc;
+				__m512 v0 = c0[i], v1 = c1[i];
+				if (accum) {
+					v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ci));
+					if (!half && m1)
+						v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ci + 16));
+				}
+				if (relu) {
+					v0 = _mm512_max_ps(v0, zero);
+					v1 = _mm512_max_ps(v1, zero);
+				}
+				_mm512_mask_storeu_ps(ci, m0, v0);
+				if (!half && m1)
+					_mm512_mask_storeu_ps(ci + 16, m1, v1);
+			}
+		}
+		return;
+	}
 	const float *bias1 = ev.bias ? ev.bias + 16 : NULL;
 #pragma GCC unroll 12
 	for (int i = 0; i < MR; i++) {
@@ -134,9 +170,9 @@ INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float
 #define TILE_CASE(MRC, RS, CS)                                                          \
 	case MRC:                                                                        \
 		if (nr <= 16)                                                            \
-			tile_rows(MRC, true, nr, kc, a, RS, CS, b, c, ldc, e);           \
+			tile_rows(MRC, true, nr, kc, a, RS, CS, b, ldb, c, ldc, e);           \
 		else                                                                     \
-			tile_rows(MRC, false, nr, kc, a, RS, CS, b, c, ldc, e);          \
+			tile_rows(MRC, false, nr, kc, a, RS, CS, b, ldb, c, ldc, e);          \
 		break;
 
 #define TILE_CASES(RS, CS)                                                              \
@@ -158,7 +194,7 @@ INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float
 
 /* A is a packed panel (1, MR) or rows read in place (rs, 1); the driver packs any other. */
 static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
-		 const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e)
+		 const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, const gemm_epi *e)
 {
 	if (cs_a == MR) {
 		TILE_CASES(1, MR)
@@ -484,10 +520,18 @@ static void gemv_rows(int n, int k, const float *x, const float *w, ptrdiff_t ld
 
 // ---- matrix-vector on prepacked panels ----
 
-/* G panels side by side (G compile-time); the last one has nlast valid columns. */
+/* G panels side by side (G compile-time); the last one has nlast live columns, and only
+ * live columns are loaded (B may be read in place). */
 INLINE void gemv_group(const int G, int nlast, int k, const float *x, const float *pan,
-		       size_t pstride, float *y, const gemm_epi *e)
+		       size_t pstride, ptrdiff_t rstride, float *y, const gemm_epi *e)
 {
+	__mmask16 lm[8];
+#pragma GCC unroll 4
+	for (int g = 0; g < G; g++) {
+		int nv = g == G - 1 ? nlast : NR;
+		lm[2 * g] = lane_mask(nv);
+		lm[2 * g + 1] = lane_mask(nv - 16);
+	}
 	/* two steps of k in flight: acc takes even p, acc2 odd p, added at the end */
 	__m512 acc[8], acc2[8];
 #pragma GCC unroll 8
@@ -500,21 +544,26 @@ INLINE void gemv_group(const int G, int nlast, int k, const float *x, const floa
 		__m512 xv = _mm512_set1_ps(x[p]), xw = _mm512_set1_ps(x[p + 1]);
 #pragma GCC unroll 4
 		for (int g = 0; g < G; g++) {
-			const float *bp = pan + g * pstride + p * NR;
-			acc[2 * g] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp), acc[2 * g]);
-			acc[2 * g + 1] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp + 16), acc[2 * g + 1]);
-			acc2[2 * g] = _mm512_fmadd_ps(xw, _mm512_load_ps(bp + NR), acc2[2 * g]);
-			acc2[2 * g + 1] = _mm512_fmadd_ps(xw, _mm512_load_ps(bp + NR + 16),
-							  acc2[2 * g + 1]);
+			const float *bp = pan + g * pstride + p * rstride;
+#pragma GCC unroll 2
+			for (int h = 0; h < 2; h++) {
+				acc[2 * g + h] = _mm512_fmadd_ps(xv,
+					_mm512_maskz_loadu_ps(lm[2 * g + h], bp + 16 * h), acc[2 * g + h]);
+				acc2[2 * g + h] = _mm512_fmadd_ps(xw,
+					_mm512_maskz_loadu_ps(lm[2 * g + h], bp + rstride + 16 * h),
+					acc2[2 * g + h]);
+			}
 		}
 	}
 	if (p < k) {
 		__m512 xv = _mm512_set1_ps(x[p]);
 #pragma GCC unroll 4
 		for (int g = 0; g < G; g++) {
-			const float *bp = pan + g * pstride + p * NR;
-			acc[2 * g] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp), acc[2 * g]);
-			acc[2 * g + 1] = _mm512_fmadd_ps(xv, _mm512_load_ps(bp + 16), acc[2 * g + 1]);
+			const float *bp = pan + g * pstride + p * rstride;
+#pragma GCC unroll 2
+			for (int h = 0; h < 2; h++)
+				acc[2 * g + h] = _mm512_fmadd_ps(xv,
+					_mm512_maskz_loadu_ps(lm[2 * g + h], bp + 16 * h), acc[2 * g + h]);
 		}
 	}
 	const gemm_epi ev = *e;
@@ -522,30 +571,28 @@ INLINE void gemv_group(const int G, int nlast, int k, const float *x, const floa
 	for (int g = 0; g < G; g++) {
 		int nv = g == G - 1 ? nlast : NR;
 		const float *bias = ev.bias ? ev.bias + g * NR : NULL;
-		epi_store(_mm512_add_ps(acc[2 * g], acc2[2 * g]), y + g * NR, lane_mask(nv), bias,
-			  &ev);
+		epi_store(_mm512_add_ps(acc[2 * g], acc2[2 * g]), y + g * NR, lm[2 * g], bias, &ev);
 		if (nv > 16)
 			epi_store(_mm512_add_ps(acc[2 * g + 1], acc2[2 * g + 1]), y + g * NR + 16,
-				  lane_mask(nv - 16), bias ? bias + 16 : NULL, &ev);
+				  lm[2 * g + 1], bias ? bias + 16 : NULL, &ev);
 	}
 }
 
-static void gemv_panels(int n, int k, const float *x, const float *panels, float *y,
-			const gemm_epi *e)
+static void gemv_panels(int n, int k, const float *x, const float *b, size_t pstride,
+			ptrdiff_t rstride, float *y, const gemm_epi *e)
 {
-	size_t pstride = (size_t)k * NR;
 	for (int j = 0; j < n; j += 4 * NR) {
 		int rest = n - j;
 		int g = rest >= 4 * NR ? 4 : (rest + NR - 1) / NR;
 		int nlast = rest >= g * NR ? NR : rest - (g - 1) * NR;
 		gemm_epi ej = *e;
 		ej.bias = e->bias ? e->bias + j : NULL;
-		const float *pan = panels + (size_t)(j / NR) * pstride;
+		const float *pan = b + (size_t)(j / NR) * pstride;
 		switch (g) {
-		case 4: gemv_group(4, nlast, k, x, pan, pstride, y + j, &ej); break;
-		case 3: gemv_group(3, nlast, k, x, pan, pstride, y + j, &ej); break;
-		case 2: gemv_group(2, nlast, k, x, pan, pstride, y + j, &ej); break;
-		default: gemv_group(1, nlast, k, x, pan, pstride, y + j, &ej); break;
+		case 4: gemv_group(4, nlast, k, x, pan, pstride, rstride, y + j, &ej); break;
+		case 3: gemv_group(3, nlast, k, x, pan, pstride, rstride, y + j, &ej); break;
+		case 2: gemv_group(2, nlast, k, x, pan, pstride, rstride, y + j, &ej); break;
+		default: gemv_group(1, nlast, k, x, pan, pstride, rstride, y + j, &ej); break;
 		}
 	}
 }

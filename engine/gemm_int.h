@@ -35,10 +35,12 @@ typedef struct gemm_kernels {
 	int mr, nr;     /* register tile: rows (broadcast) x columns (vector lanes) */
 	int kc, mc, nc; /* cache blocks: depth, rows and columns of one packed block */
 
-	/* C(mr, nr) = epi(A-panel(mr, kc) * B-panel(kc, nr)) for mr <= MR, nr <= NR; A is read
-	 * through (rs_a, cs_a), which is (1, MR) for a packed panel. */
+	/* C(mr, nr) = epi(A-panel(mr, kc) * B-panel(kc, nr)) for mr <= MR, nr <= NR.  A is read
+	 * through (rs_a, cs_a): (1, MR) for a packed panel, (row stride, 1) for rows in place.
+	 * Row p of B is at b + p * ldb: NR for a packed panel, or B's own row stride when its
+	 * rows are read in place (only the nr live columns are loaded). */
 	void (*tile)(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff_t cs_a,
-		     const float *b, float *c, ptrdiff_t ldc, const gemm_epi *e);
+		     const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, const gemm_epi *e);
 	/* Pack op(B)(kc, nc), element (p, j) at b[p*rs + j*cs], into ceil(nc/NR) panels of
 	 * kc * NR floats each, starting panel_stride floats apart. */
 	void (*pack_b)(int kc, int nc, const float *b, ptrdiff_t rs, ptrdiff_t cs, float *dst,
@@ -54,9 +56,11 @@ typedef struct gemm_kernels {
 	/* y(1, n) = epi(x(1, k) * W(n, k)^T), W's rows streamed in order. */
 	void (*gemv_rows)(int n, int k, const float *x, const float *w, ptrdiff_t ldw, float *y,
 			  const gemm_epi *e);
-	/* y(1, n) = epi(x(1, k) * B) for B given as prepacked full-k panels. */
-	void (*gemv_panels)(int n, int k, const float *x, const float *panels, float *y,
-			    const gemm_epi *e);
+	/* y(1, n) = epi(x(1, k) * B(k, n)), B in NR-column panels pstride floats apart, rows of
+	 * a panel rstride apart: prepacked full-k panels (k * NR, NR), or B's own rows read in
+	 * place (NR, ldb; only the n live columns are loaded). */
+	void (*gemv_panels)(int n, int k, const float *x, const float *b, size_t pstride,
+			    ptrdiff_t rstride, float *y, const gemm_epi *e);
 } gemm_kernels;
 
 extern const gemm_kernels tm_gemm_avx2;    /* gemm_avx2.c, needs AVX2 + FMA */
