@@ -7,8 +7,9 @@
  * Every row alternates dense and sparse for several rounds and keeps the fastest repetition of
  * each (min-of-N: the machine is shared and noisy).  Also reported: the stored bytes at 87%
  * (dense bytes / CSR bytes and / WIN16 bytes, for the layer and for the whole MLP pruned with
- * one global threshold), and the break-even sparsity measured on a grid, next to the one
- * tm_sparse_decide uses. */
+ * one global threshold; also with int8 values), prune-then-quantize (int8 sparse against the
+ * dense int8 layer tm_qlinear), and the break-even sparsity measured on a grid, next to the
+ * one tm_sparse_decide uses. */
 #include "bench.h"
 
 #include <math.h>
@@ -19,6 +20,7 @@ typedef enum sp_kind {
 	SP_LINEAR = 0,   /* tm_linear on the dense (masked) W */
 	SP_PACKED = 1,   /* tm_linear_packed on the same W packed once */
 	SP_SPARSE = 2,   /* tm_sparse_linear */
+	SP_QLINEAR = 3,  /* tm_qlinear_forward: the dense int8 layer */
 } sp_kind;
 
 typedef struct sp_case {
@@ -28,6 +30,7 @@ typedef struct sp_case {
 	const float *x, *w, *bias;
 	const tm_packed_w *pw;
 	const tm_sparse_w *s;
+	const tm_qlinear *ql;
 	float *y;
 	int reps;            /* calls per timed sample */
 } sp_case;
@@ -45,6 +48,9 @@ static void run_case(void *arg)
 			break;
 		case SP_SPARSE:
 			tm_sparse_linear(c->ctx, c->m, c->s, c->x, c->bias, TM_ACT_RELU, c->y);
+			break;
+		case SP_QLINEAR:
+			tm_qlinear_forward(c->ctx, c->ql, c->m, c->x, TM_ACT_RELU, c->y);
 			break;
 		}
 	}
@@ -188,6 +194,48 @@ static void break_even(bench_ctx *b, const tm_ctx *ctx, int m, const char *tag)
 		  tm_sparse_break_even(ctx->isa, 128, 784, m), true, 0);
 }
 
+/* Prune then quantize: the int8 sparse layer against the dense int8 layer (activation scale
+ * from the input's range, as a calibration would give) at batch m. */
+static void q8_row(bench_ctx *b, const tm_ctx *ctx, double sparsity, int m)
+{
+	int n = 128, k = 784;
+	float *w = rnd((size_t)n * k, 11, 1.0f), *bias = rnd((size_t)n, 12, 0.1f);
+	float *x = rnd((size_t)m * k, 21, 1.0f), *y = malloc(sizeof(float) * (size_t)m * n);
+	tm_err err;
+	tm_sparse_w *s = NULL;
+	tm_qlinear *ql = NULL;
+	if (!y || tm_prune_magnitude(w, (size_t)n * k, sparsity, NULL, NULL, &err) != 0 ||
+	    tm_sparse_new_q8(ctx, n, k, w, TM_SPARSE_AUTO, &s, &err) != 0 ||
+	    tm_qlinear_new(n, k, w, bias, TM_QGRAN_CHANNEL, tm_qscale(1.0f), &ql, &err) != 0) {
+		fprintf(stderr, "bench_sparse: %s\n", err.msg);
+		abort();
+	}
+	sp_case cs[2] = {
+		{ .kind = SP_QLINEAR, .ctx = ctx, .m = m, .n = n, .k = k, .x = x, .bias = bias,
+		  .ql = ql, .y = y },
+		{ .kind = SP_SPARSE, .ctx = ctx, .m = m, .n = n, .k = k, .x = x, .bias = bias,
+		  .s = s, .y = y },
+	};
+	for (int i = 0; i < 2; i++)
+		cs[i].reps = reps_for(&cs[i]);
+	double best[2] = { 1e30, 1e30 };
+	for (int r = 0; r < (b->quick ? 2 : 6); r++)
+		for (int i = 0; i < 2; i++) {
+			double t = bench_time_min(run_case, &cs[i], b->quick ? 0.01 : 0.04) / cs[i].reps;
+			best[i] = t < best[i] ? t : best[i];
+		}
+	char name[96];
+	snprintf(name, sizeof(name), "sparse_int8_%02d_m%d_784x128_vs_qlinear",
+		 (int)(sparsity * 100 + 0.5), m);
+	bench_add(b, name, best[1] * 1e6, "us", "dense_int8_qlinear", best[0] * 1e6, false, 0);
+	tm_sparse_free(s);
+	tm_qlinear_free(ql);
+	free(w);
+	free(bias);
+	free(x);
+	free(y);
+}
+
 /* Stored bytes at 87%: the 784x128 layer and the MLP's three weight matrices pruned with one
  * global threshold (biases stay dense and are counted on both sides). */
 static void bytes_rows(bench_ctx *b)
@@ -230,11 +278,21 @@ static void bytes_rows(bench_ctx *b)
 	win_layer = tm_sparse_bytes(sw);
 	tm_sparse_free(sc);
 	tm_sparse_free(sw);
+	if (tm_sparse_new_q8(NULL, 128, 784, wl, TM_SPARSE_CSR, &sc, &err) != 0 ||
+	    tm_sparse_new_q8(NULL, 128, 784, wl, TM_SPARSE_WIN16, &sw, &err) != 0)
+		abort();
+	size_t csr8_layer = tm_sparse_bytes(sc), win8_layer = tm_sparse_bytes(sw);
+	tm_sparse_free(sc);
+	tm_sparse_free(sw);
 	free(wl);
 	double dl = 784.0 * 128 * sizeof(float);
 	bench_add(b, "sparse_bytes_87_784x128_csr", (double)csr_layer, "bytes", "dense_f32_bytes",
 		  dl, false, 0);
 	bench_add(b, "sparse_bytes_87_784x128_win16", (double)win_layer, "bytes",
+		  "dense_f32_bytes", dl, false, 0);
+	bench_add(b, "sparse_bytes_87_784x128_csr_int8", (double)csr8_layer, "bytes",
+		  "dense_f32_bytes", dl, false, 0);
+	bench_add(b, "sparse_bytes_87_784x128_win16_int8", (double)win8_layer, "bytes",
 		  "dense_f32_bytes", dl, false, 0);
 	bench_add(b, "sparse_bytes_87_mlp_global_csr", (double)csr, "bytes", "dense_f32_bytes",
 		  (double)dense, false, 0);
@@ -281,6 +339,11 @@ void bench_sparse(bench_ctx *b)
 		row(b, "sparse_linear_90_m1_784x128_portable", &t, 0);
 		layer_release(&l);
 	}
+
+	/* prune then quantize, against the dense int8 layer */
+	q8_row(b, &ctx, 0.90, 1);
+	q8_row(b, &ctx, 0.95, 1);
+	q8_row(b, &ctx, 0.95, 64);
 
 	bytes_rows(b);
 

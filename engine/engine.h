@@ -282,11 +282,19 @@ typedef struct tm_sparse_w tm_sparse_w;
  * range, TM_ELIMIT when n * k > 2^31 - 1, TM_ENOMEM. */
 int tm_sparse_new(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_format format,
 		  tm_sparse_w **out, tm_err *err);
+/* Prune then quantize: the same with int8 values and one float scale per output row, by
+ * tm_quantize_weights' per-channel rule (scale = max |row| / 127, q = rint(w / scale));
+ * weights that round to 0 are dropped.  The kernels widen the values to float and apply the
+ * scale at the end (x stays float); tm_sparse_to_dense gives q * scale.  Also fails with
+ * TM_EINVAL for a weight that is not finite. */
+int tm_sparse_new_q8(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_format format,
+		     tm_sparse_w **out, tm_err *err);
 void tm_sparse_free(tm_sparse_w *s);
 
 typedef struct tm_sparse_info {
 	int n, k;
 	tm_sparse_format format;  /* CSR or WIN16, never AUTO */
+	bool int8;                /* int8 values and row scales (tm_sparse_new_q8) */
 	int64_t nnz;              /* nonzero weights stored */
 	double sparsity;          /* 1 - nnz / (n k) */
 	size_t bytes;             /* the allocation holding indices, values and pointers */
@@ -314,6 +322,12 @@ void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const floa
  * zeros is below the 60% break-even". */
 double tm_sparse_break_even(tm_isa isa, int n, int k, int m);
 bool tm_sparse_decide(tm_isa isa, int n, int k, double sparsity, int m, char *why, size_t len);
+/* The same for prune then quantize: int8 sparse (tm_sparse_new_q8) against the dense int8
+ * layer (tm_qlinear); why reads "sparse win16 int8, 95.0% zeros (break-even 90%)" or
+ * "dense int8: 80.0% zeros is below the 90% break-even". */
+double tm_sparse_break_even_q8(tm_isa isa, int n, int k, int m);
+bool tm_sparse_decide_q8(tm_isa isa, int n, int k, double sparsity, int m, char *why,
+			 size_t len);
 
 // ---- ops (ops.c) ----
 /* Forward and backward of every layer the three model families use.  Images are NCHW like

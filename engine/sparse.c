@@ -209,14 +209,20 @@ void tm_sparse_free(tm_sparse_w *s)
 	free(s);
 }
 
-/* CSR from dense W: values first (64-byte aligned), then row_ptr, then the columns. */
-static int csr_build(int n, int k, const float *w, tm_sparse_w **out, tm_err *err)
+/* CSR from dense W (w) or from its int8 quantization (q with one scale per row; q != NULL).
+ * Float: values (64-byte aligned), row_ptr, columns.  Int8: scales (aligned), row_ptr,
+ * columns, values. */
+static int csr_build(int n, int k, const float *w, const int8_t *q, const float *scale,
+		     tm_sparse_w **out, tm_err *err)
 {
+	size_t total = (size_t)n * k;
 	int64_t nnz = 0;
-	for (size_t i = 0; i < (size_t)n * k; i++)
-		nnz += w[i] != 0.0f;
+	for (size_t i = 0; i < total; i++)
+		nnz += q ? q[i] != 0 : w[i] != 0.0f;
 	size_t isz = k <= CSR_IDX16_MAX_K ? sizeof(uint16_t) : sizeof(int32_t);
-	size_t bytes = (size_t)nnz * sizeof(float) + ((size_t)n + 1) * sizeof(int32_t) +
+	size_t vsz = q ? sizeof(int8_t) : sizeof(float);
+	size_t sbytes = q ? (size_t)n * sizeof(float) : 0;
+	size_t bytes = sbytes + (size_t)nnz * vsz + ((size_t)n + 1) * sizeof(int32_t) +
 		       (size_t)nnz * isz;
 	tm_sparse_w *s = sparse_alloc(n, k, TM_SPARSE_CSR);
 	s->block = block_alloc(bytes);
@@ -228,22 +234,36 @@ static int csr_build(int n, int k, const float *w, tm_sparse_w **out, tm_err *er
 	}
 	s->bytes = bytes;
 	s->nnz = nnz;
+	s->q8 = q != NULL;
 	uint8_t *b = s->block;
-	s->val = (float *)b;
-	s->row_ptr = (int32_t *)(b + (size_t)nnz * sizeof(float));
-	void *cols = b + (size_t)nnz * sizeof(float) + ((size_t)n + 1) * sizeof(int32_t);
+	if (q) {
+		s->scale = (float *)b;
+		memcpy(s->scale, scale, sbytes);
+		b += sbytes;
+	} else {
+		s->val = (float *)b;
+		b += (size_t)nnz * sizeof(float);
+	}
+	s->row_ptr = (int32_t *)b;
+	b += ((size_t)n + 1) * sizeof(int32_t);
 	if (isz == sizeof(uint16_t))
-		s->col16 = cols;
+		s->col16 = (uint16_t *)b;
 	else
-		s->col32 = cols;
+		s->col32 = (int32_t *)b;
+	b += (size_t)nnz * isz;
+	if (q)
+		s->val8 = (int8_t *)b;
 	int64_t p = 0;
 	for (int r = 0; r < n; r++) {
 		s->row_ptr[r] = (int32_t)p;
-		const float *wr = w + (size_t)r * k;
 		for (int j = 0; j < k; j++) {
-			if (wr[j] == 0.0f)
+			size_t at = (size_t)r * k + j;
+			if (q ? q[at] == 0 : w[at] == 0.0f)
 				continue;
-			s->val[p] = wr[j];
+			if (q)
+				s->val8[p] = q[at];
+			else
+				s->val[p] = w[at];
 			if (s->col16)
 				s->col16[p] = (uint16_t)j;
 			else
@@ -293,7 +313,10 @@ static int64_t win16_schedule(const tm_sparse_w *c, tm_sparse_w *out)
 						    csr_col(c, head[l]) < lo + SPARSE_WIDTH;
 					if (out) {
 						size_t at = (size_t)slot * SPARSE_LANES + l;
-						out->slot_val[at] = take ? c->val[head[l]] : 0.0f;
+						if (c->q8)
+							out->slot_val8[at] = take ? c->val8[head[l]] : 0;
+						else
+							out->slot_val[at] = take ? c->val[head[l]] : 0.0f;
 						out->slot_idx[at] = take ?
 							(uint8_t)(csr_col(c, head[l]) - lo) : 0;
 					}
@@ -308,14 +331,19 @@ static int64_t win16_schedule(const tm_sparse_w *c, tm_sparse_w *out)
 	return slot;
 }
 
-/* WIN16 block: slot values (64-byte aligned), slot offsets, group starts, window counts. */
+/* WIN16 block.  Float: slot values (64-byte aligned), slot offsets, group starts, window
+ * counts.  Int8: lane scales (aligned), slot values, slot offsets, group starts, window
+ * counts. */
 static int win16_build(const tm_sparse_w *c, tm_sparse_w **out, tm_err *err)
 {
 	int n = c->n, k = c->k;
 	int groups = (n + SPARSE_LANES - 1) / SPARSE_LANES, nwin = (k + SPARSE_STEP - 1) / SPARSE_STEP;
 	int64_t slots = win16_schedule(c, NULL);
 	size_t lanes = (size_t)slots * SPARSE_LANES;
-	size_t bytes = lanes * sizeof(float) + lanes + ((size_t)groups + 1) * sizeof(int32_t) +
+	size_t nlanes = (size_t)groups * SPARSE_LANES;
+	size_t sbytes = c->q8 ? nlanes * sizeof(float) : 0;
+	size_t vsz = c->q8 ? sizeof(int8_t) : sizeof(float);
+	size_t bytes = sbytes + lanes * vsz + lanes + ((size_t)groups + 1) * sizeof(int32_t) +
 		       (size_t)groups * nwin;
 	tm_sparse_w *s = sparse_alloc(n, k, TM_SPARSE_WIN16);
 	s->block = block_alloc(bytes);
@@ -327,21 +355,33 @@ static int win16_build(const tm_sparse_w *c, tm_sparse_w **out, tm_err *err)
 	}
 	s->bytes = bytes;
 	s->nnz = c->nnz;
+	s->q8 = c->q8;
 	s->groups = groups;
 	s->nwin = nwin;
 	s->slots = slots;
 	uint8_t *b = s->block;
-	s->slot_val = (float *)b;
-	s->slot_idx = b + lanes * sizeof(float);
-	s->group_slot = (int32_t *)(b + lanes * (sizeof(float) + 1));
-	s->win_slots = b + lanes * (sizeof(float) + 1) + ((size_t)groups + 1) * sizeof(int32_t);
+	if (c->q8) {
+		s->scale = (float *)b;
+		for (size_t l = 0; l < nlanes; l++)
+			s->scale[l] = (int64_t)l < n ? c->scale[l] : 0.0f;
+		b += sbytes;
+		s->slot_val8 = (int8_t *)b;
+	} else {
+		s->slot_val = (float *)b;
+	}
+	b += lanes * vsz;
+	s->slot_idx = b;
+	b += lanes;
+	s->group_slot = (int32_t *)b;
+	b += ((size_t)groups + 1) * sizeof(int32_t);
+	s->win_slots = b;
 	win16_schedule(c, s);
 	*out = s;
 	return 0;
 }
 
-int tm_sparse_new(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_format format,
-		  tm_sparse_w **out, tm_err *err)
+static int sparse_make(const tm_ctx *ctx, int n, int k, const float *w, bool q8,
+		       tm_sparse_format format, tm_sparse_w **out, tm_err *err)
 {
 	*out = NULL;
 	if (n < 1 || k < 1)
@@ -356,8 +396,29 @@ int tm_sparse_new(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_for
 				  (int)format);
 	if (format == TM_SPARSE_AUTO)
 		format = ctx && ctx->isa >= TM_ISA_AVX512 ? TM_SPARSE_WIN16 : TM_SPARSE_CSR;
+	int8_t *q = NULL;
+	float *scale = NULL;
+	if (q8) {
+		q = malloc((size_t)n * k);
+		scale = malloc(sizeof(float) * (size_t)n);
+		if (!q || !scale) {
+			free(q);
+			free(scale);
+			return tm_err_set(err, TM_ENOMEM, "sparse",
+					  "sparse: cannot allocate %zu bytes to quantize (%d, %d)",
+					  (size_t)n * k, n, k);
+		}
+		int rc = tm_quantize_weights(n, k, w, TM_QGRAN_CHANNEL, q, scale, err);
+		if (rc) {
+			free(q);
+			free(scale);
+			return rc;
+		}
+	}
 	tm_sparse_w *c = NULL;
-	int rc = csr_build(n, k, w, &c, err);
+	int rc = csr_build(n, k, w, q, scale, &c, err);
+	free(q);
+	free(scale);
 	if (rc || format == TM_SPARSE_CSR) {
 		*out = c;
 		return rc;
@@ -365,6 +426,18 @@ int tm_sparse_new(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_for
 	rc = win16_build(c, out, err);
 	tm_sparse_free(c);
 	return rc;
+}
+
+int tm_sparse_new(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_format format,
+		  tm_sparse_w **out, tm_err *err)
+{
+	return sparse_make(ctx, n, k, w, false, format, out, err);
+}
+
+int tm_sparse_new_q8(const tm_ctx *ctx, int n, int k, const float *w, tm_sparse_format format,
+		     tm_sparse_w **out, tm_err *err)
+{
+	return sparse_make(ctx, n, k, w, true, format, out, err);
 }
 
 size_t tm_sparse_bytes(const tm_sparse_w *s)
@@ -378,6 +451,7 @@ void tm_sparse_get_info(const tm_sparse_w *s, tm_sparse_info *info)
 	info->n = s->n;
 	info->k = s->k;
 	info->format = s->format;
+	info->int8 = s->q8;
 	info->nnz = s->nnz;
 	info->sparsity = 1.0 - (double)s->nnz / ((double)s->n * s->k);
 	info->bytes = s->bytes;
@@ -393,7 +467,8 @@ void tm_sparse_to_dense(const tm_sparse_w *s, float *w)
 	if (s->format == TM_SPARSE_CSR) {
 		for (int r = 0; r < s->n; r++)
 			for (int64_t p = s->row_ptr[r]; p < s->row_ptr[r + 1]; p++)
-				w[(size_t)r * s->k + csr_col(s, p)] = s->val[p];
+				w[(size_t)r * s->k + csr_col(s, p)] =
+					s->q8 ? s->val8[p] * s->scale[r] : s->val[p];
 		return;
 	}
 	for (int g = 0; g < s->groups; g++) {
@@ -403,9 +478,10 @@ void tm_sparse_to_dense(const tm_sparse_w *s, float *w)
 				for (int l = 0; l < SPARSE_LANES; l++) {
 					size_t at = (size_t)q * SPARSE_LANES + l;
 					int r = g * SPARSE_LANES + l;
-					if (s->slot_val[at] != 0.0f && r < s->n)
+					float v = s->q8 ? s->slot_val8[at] * s->scale[r] : s->slot_val[at];
+					if (v != 0.0f && r < s->n)
 						w[(size_t)r * s->k + win * SPARSE_STEP +
-						  s->slot_idx[at]] = s->slot_val[at];
+						  s->slot_idx[at]] = v;
 				}
 	}
 }
@@ -417,50 +493,42 @@ static inline float act_relu(float v, bool relu)
 	return relu ? (v > 0.0f ? v : 0.0f) : v;
 }
 
-/* One CSR row against one x row with four independent partial sums (p mod 4), added as
- * (s0 + s1) + (s2 + s3). */
+/* One CSR row against one x row with four independent partial sums (entry p goes to sum
+ * p mod 4), added as (s0 + s1) + (s2 + s3); V and C are the value and column arrays. */
+#define CSR_DOT(V, C)                                                                   \
+	do {                                                                            \
+		for (; p + 4 <= e; p += 4) {                                            \
+			s0 += (float)(V)[p] * x[(C)[p]];                                \
+			s1 += (float)(V)[p + 1] * x[(C)[p + 1]];                        \
+			s2 += (float)(V)[p + 2] * x[(C)[p + 2]];                        \
+			s3 += (float)(V)[p + 3] * x[(C)[p + 3]];                        \
+		}                                                                       \
+		if (p < e)                                                              \
+			s0 += (float)(V)[p] * x[(C)[p]];                                \
+		if (p + 1 < e)                                                          \
+			s1 += (float)(V)[p + 1] * x[(C)[p + 1]];                        \
+		if (p + 2 < e)                                                          \
+			s2 += (float)(V)[p + 2] * x[(C)[p + 2]];                        \
+	} while (0)
+
+/* The row's sum, times its scale for int8 values. */
 static float csr_dot(const tm_sparse_w *s, int r, const float *x)
 {
 	int64_t p = s->row_ptr[r], e = s->row_ptr[r + 1];
 	float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-	const float *v = s->val;
-	if (s->col16) {
-		const uint16_t *c = s->col16;
-		for (; p + 4 <= e; p += 4) {
-			s0 += v[p] * x[c[p]];
-			s1 += v[p + 1] * x[c[p + 1]];
-			s2 += v[p + 2] * x[c[p + 2]];
-			s3 += v[p + 3] * x[c[p + 3]];
-		}
-		for (int q = 0; p < e; p++, q++) {
-			float t = v[p] * x[c[p]];
-			if (q == 0)
-				s0 += t;
-			else if (q == 1)
-				s1 += t;
-			else
-				s2 += t;
-		}
-	} else {
-		const int32_t *c = s->col32;
-		for (; p + 4 <= e; p += 4) {
-			s0 += v[p] * x[c[p]];
-			s1 += v[p + 1] * x[c[p + 1]];
-			s2 += v[p + 2] * x[c[p + 2]];
-			s3 += v[p + 3] * x[c[p + 3]];
-		}
-		for (int q = 0; p < e; p++, q++) {
-			float t = v[p] * x[c[p]];
-			if (q == 0)
-				s0 += t;
-			else if (q == 1)
-				s1 += t;
-			else
-				s2 += t;
-		}
-	}
-	return (s0 + s1) + (s2 + s3);
+	if (s->q8 && s->col16)
+		CSR_DOT(s->val8, s->col16);
+	else if (s->q8)
+		CSR_DOT(s->val8, s->col32);
+	else if (s->col16)
+		CSR_DOT(s->val, s->col16);
+	else
+		CSR_DOT(s->val, s->col32);
+	float sum = (s0 + s1) + (s2 + s3);
+	return s->q8 ? sum * s->scale[r] : sum;
 }
+
+#undef CSR_DOT
 
 static void csr_rows_portable(const tm_sparse_w *s, int r0, int r1, int m, const float *x,
 			      const float *bias, bool relu, float *y)
@@ -475,7 +543,7 @@ static void csr_rows_portable(const tm_sparse_w *s, int r0, int r1, int m, const
 
 /* The WIN16 reference, in the AVX-512 kernels' order: within a window the slots go in pairs,
  * the first of a pair to a0 and the second to a1, an odd last slot to a0; the result is
- * (a0 + a1) + bias. */
+ * (a0 + a1) + bias, or (a0 + a1) * scale + bias for int8 values. */
 static void win16_groups_portable(const tm_sparse_w *s, int g0, int g1, int m, const float *x,
 				  const float *bias, bool relu, float *y)
 {
@@ -490,18 +558,23 @@ static void win16_groups_portable(const tm_sparse_w *s, int g0, int g1, int m, c
 				int c = s->win_slots[(size_t)g * nwin + w];
 				for (int j = 0; j < c; j++, q++) {
 					float *a = (j & 1) ? a1 : a0;
-					const float *v = s->slot_val + q * SPARSE_LANES;
 					const uint8_t *id = s->slot_idx + q * SPARSE_LANES;
-					for (int l = 0; l < SPARSE_LANES; l++)
-						if (v[l] != 0.0f)
-							a[l] += v[l] * xw[id[l]];
+					for (int l = 0; l < SPARSE_LANES; l++) {
+						size_t at = q * SPARSE_LANES + l;
+						float v = s->q8 ? (float)s->slot_val8[at] : s->slot_val[at];
+						if (v != 0.0f)
+							a[l] += v * xw[id[l]];
+					}
 				}
 			}
 			for (int l = 0; l < SPARSE_LANES; l++) {
 				int r = g * SPARSE_LANES + l;
+				float sum = a0[l] + a1[l];
+				if (s->q8)
+					sum *= s->scale[r];
 				if (r < n)
 					y[(size_t)i * n + r] =
-						act_relu((a0[l] + a1[l]) + (bias ? bias[r] : 0.0f), relu);
+						act_relu(sum + (bias ? bias[r] : 0.0f), relu);
 			}
 		}
 	}
@@ -590,45 +663,78 @@ void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const floa
  * Portable CSR beats the portable dense kernel at any sparsity; its row is the point where
  * CSR (6 bytes per nonzero) stops storing more than dense (4 bytes per weight). */
 typedef struct sparse_break_even {
+	bool q8;          /* int8 values against the dense int8 layer (tm_qlinear) */
 	tm_isa isa;
 	int m_max;        /* batches up to this */
 	int n_min;        /* layers with at least this many outputs */
 	double sparsity;
 } sparse_break_even;
 
+/* Int8 rows: WIN16/CSR with int8 values against tm_qlinear_forward (true int8 products, VNNI
+ * on this machine), on 784x128: AVX-512 crosses at 0.89 for batch 1 and 0.91-0.93 for batch
+ * 16 and 64; AVX2 (portable sparse kernel) at 0.97; portable at 0.70-0.72. */
 static const sparse_break_even break_even_table[] = {
-	{ TM_ISA_AVX512, 1, 128, 0.35 },
-	{ TM_ISA_AVX512, 1, 0, 0.50 },
-	{ TM_ISA_AVX512, INT32_MAX, 128, 0.60 },
-	{ TM_ISA_AVX512, INT32_MAX, 0, 0.65 },
-	{ TM_ISA_AVX2, 1, 0, 0.93 },
-	{ TM_ISA_AVX2, INT32_MAX, 0, 0.97 },
-	{ TM_ISA_PORTABLE, INT32_MAX, 0, 0.34 },
+	{ false, TM_ISA_AVX512, 1, 128, 0.35 },
+	{ false, TM_ISA_AVX512, 1, 0, 0.50 },
+	{ false, TM_ISA_AVX512, INT32_MAX, 128, 0.60 },
+	{ false, TM_ISA_AVX512, INT32_MAX, 0, 0.65 },
+	{ false, TM_ISA_AVX2, 1, 0, 0.93 },
+	{ false, TM_ISA_AVX2, INT32_MAX, 0, 0.97 },
+	{ false, TM_ISA_PORTABLE, INT32_MAX, 0, 0.34 },
+	{ true, TM_ISA_AVX512, 1, 0, 0.90 },
+	{ true, TM_ISA_AVX512, INT32_MAX, 0, 0.94 },
+	{ true, TM_ISA_AVX2, INT32_MAX, 0, 0.98 },
+	{ true, TM_ISA_PORTABLE, INT32_MAX, 0, 0.75 },
 };
 
-double tm_sparse_break_even(tm_isa isa, int n, int k, int m)
+static double break_even(bool q8, tm_isa isa, int n, int m)
 {
-	(void)k;
 	for (size_t i = 0; i < sizeof(break_even_table) / sizeof(break_even_table[0]); i++) {
 		const sparse_break_even *e = &break_even_table[i];
-		if (e->isa == isa && m <= e->m_max && n >= e->n_min)
+		if (e->q8 == q8 && e->isa == isa && m <= e->m_max && n >= e->n_min)
 			return e->sparsity;
 	}
 	return 1.0;
 }
 
-bool tm_sparse_decide(tm_isa isa, int n, int k, double sparsity, int m, char *why, size_t len)
+double tm_sparse_break_even(tm_isa isa, int n, int k, int m)
 {
-	double be = tm_sparse_break_even(isa, n, k, m);
+	(void)k;
+	return break_even(false, isa, n, m);
+}
+
+double tm_sparse_break_even_q8(tm_isa isa, int n, int k, int m)
+{
+	(void)k;
+	return break_even(true, isa, n, m);
+}
+
+static bool decide(bool q8, tm_isa isa, int n, double sparsity, int m, char *why, size_t len)
+{
+	double be = break_even(q8, isa, n, m);
 	bool sparse = sparsity >= be;
 	if (why && len) {
 		tm_sparse_format f = isa >= TM_ISA_AVX512 ? TM_SPARSE_WIN16 : TM_SPARSE_CSR;
+		const char *t = q8 ? " int8" : "";
 		if (sparse)
-			snprintf(why, len, "sparse %s, %.1f%% zeros (break-even %.0f%%)",
-				 tm_sparse_format_name(f), 100.0 * sparsity, 100.0 * be);
+			snprintf(why, len, "sparse %s%s, %.1f%% zeros (break-even %.0f%%)",
+				 tm_sparse_format_name(f), t, 100.0 * sparsity, 100.0 * be);
 		else
-			snprintf(why, len, "dense: %.1f%% zeros is below the %.0f%% break-even",
+			snprintf(why, len, "dense%s: %.1f%% zeros is below the %.0f%% break-even", t,
 				 100.0 * sparsity, 100.0 * be);
 	}
 	return sparse;
+}
+
+bool tm_sparse_decide(tm_isa isa, int n, int k, double sparsity, int m, char *why, size_t len)
+{
+	(void)k;
+	return decide(false, isa, n, sparsity, m, why, len);
+}
+
+bool tm_sparse_decide_q8(tm_isa isa, int n, int k, double sparsity, int m, char *why,
+			 size_t len)
+{
+	(void)k;
+	return decide(true, isa, n, sparsity, m, why, len);
 }

@@ -4,8 +4,9 @@
  * from the window by their 5-bit offsets) and one FMA with the slot's 16 values, so no gather
  * is needed.  Slots of a window alternate between two accumulators (a0, a1) to hide the FMA
  * latency; the batch kernel runs four samples per pass over the weights with the same order
- * per sample, so a sample's result does not depend on the batch.  Built with the AVX-512 flags
- * from the Makefile and called only when the CPU has AVX-512. */
+ * per sample, so a sample's result does not depend on the batch.  Int8 values (q8) are
+ * widened to float in the kernel and the row scale is applied once at the end.  Built with
+ * the AVX-512 flags from the Makefile and called only when the CPU has AVX-512. */
 #include "sparse_int.h"
 
 #include <immintrin.h>
@@ -27,14 +28,25 @@ static inline __m512i load_idx(const uint8_t *id)
 	return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)id));
 }
 
-/* Rows 16 g .. of y: (a0 + a1) + bias, ReLU, stored under the mask of rows below n. */
-static inline void store_rows(int n, int g, __m512 a0, __m512 a1, const float *bias, bool relu,
-			      float *y)
+/* The 16 values of a slot: floats, or int8 converted to float (the row scale comes last). */
+static inline __attribute__((always_inline)) __m512 load_vals(const void *v, bool q8)
+{
+	if (q8)
+		return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)v)));
+	return _mm512_load_ps(v);
+}
+
+/* Rows 16 g .. of y: (a0 + a1) (times the lane scales for int8) + bias, ReLU, stored under
+ * the mask of rows below n. */
+static inline void store_rows(const tm_sparse_w *s, int g, __m512 a0, __m512 a1,
+			      const float *bias, bool relu, float *y)
 {
 	int r0 = g * SPARSE_LANES;
-	int rows = n - r0 < SPARSE_LANES ? n - r0 : SPARSE_LANES;
+	int rows = s->n - r0 < SPARSE_LANES ? s->n - r0 : SPARSE_LANES;
 	__mmask16 mk = (__mmask16)(rows == 16 ? 0xffffu : (1u << rows) - 1);
 	__m512 acc = _mm512_add_ps(a0, a1);
+	if (s->q8)
+		acc = _mm512_mul_ps(acc, _mm512_load_ps(s->scale + r0));
 	if (bias)
 		acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mk, bias + r0));
 	if (relu)
@@ -44,45 +56,62 @@ static inline void store_rows(int n, int g, __m512 a0, __m512 a1, const float *b
 
 // ---- one sample ----
 
-static void win16_one(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
-		      float *y)
+static inline __attribute__((always_inline)) void
+win16_one_body(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
+	       float *y, bool q8)
 {
 	const int k = s->k, nwin = s->nwin;
+	const size_t vsz = q8 ? 1 : sizeof(float);  /* bytes per value */
 	const uint8_t *cnt = s->win_slots + (size_t)g * nwin;
 	const uint8_t *id = s->slot_idx + (size_t)s->group_slot[g] * SPARSE_LANES;
-	const float *v = s->slot_val + (size_t)s->group_slot[g] * SPARSE_LANES;
+	const uint8_t *v = (const uint8_t *)(q8 ? (const void *)s->slot_val8
+						: (const void *)s->slot_val) +
+			   (size_t)s->group_slot[g] * SPARSE_LANES * vsz;
 	__m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
 	__m512 xn = load_x(x, 0, k);
 	for (int w = 0; w < nwin; w++) {
 		__m512 xa = xn;
 		xn = load_x(x, (w + 1) * SPARSE_STEP, k);
 		int c = cnt[w];
-		for (; c >= 2; c -= 2, id += 32, v += 32) {
+		for (; c >= 2; c -= 2, id += 32, v += 32 * vsz) {
 			__m512 p0 = _mm512_permutex2var_ps(xa, load_idx(id), xn);
 			__m512 p1 = _mm512_permutex2var_ps(xa, load_idx(id + 16), xn);
-			a0 = _mm512_fmadd_ps(p0, _mm512_load_ps(v), a0);
-			a1 = _mm512_fmadd_ps(p1, _mm512_load_ps(v + 16), a1);
+			a0 = _mm512_fmadd_ps(p0, load_vals(v, q8), a0);
+			a1 = _mm512_fmadd_ps(p1, load_vals(v + 16 * vsz, q8), a1);
 		}
 		if (c) {
 			__m512 p0 = _mm512_permutex2var_ps(xa, load_idx(id), xn);
-			a0 = _mm512_fmadd_ps(p0, _mm512_load_ps(v), a0);
+			a0 = _mm512_fmadd_ps(p0, load_vals(v, q8), a0);
 			id += 16;
-			v += 16;
+			v += 16 * vsz;
 		}
 	}
-	store_rows(s->n, g, a0, a1, bias, relu, y);
+	store_rows(s, g, a0, a1, bias, relu, y);
+}
+
+static void win16_one(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
+		      float *y)
+{
+	if (s->q8)
+		win16_one_body(s, g, x, bias, relu, y, true);
+	else
+		win16_one_body(s, g, x, bias, relu, y, false);
 }
 
 // ---- four samples ----
 
 /* The same as win16_one for samples x, x + k, x + 2k, x + 3k, reading the weights once. */
-static void win16_four(const tm_sparse_w *s, int g, const float *x, const float *bias,
-		       bool relu, float *y)
+static inline __attribute__((always_inline)) void
+win16_four_body(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
+		float *y, bool q8)
 {
 	const int k = s->k, nwin = s->nwin, n = s->n;
+	const size_t vsz = q8 ? 1 : sizeof(float);  /* bytes per value */
 	const uint8_t *cnt = s->win_slots + (size_t)g * nwin;
 	const uint8_t *id = s->slot_idx + (size_t)s->group_slot[g] * SPARSE_LANES;
-	const float *v = s->slot_val + (size_t)s->group_slot[g] * SPARSE_LANES;
+	const uint8_t *v = (const uint8_t *)(q8 ? (const void *)s->slot_val8
+						: (const void *)s->slot_val) +
+			   (size_t)s->group_slot[g] * SPARSE_LANES * vsz;
 	const float *x0 = x, *x1 = x + k, *x2 = x + 2 * (size_t)k, *x3 = x + 3 * (size_t)k;
 	__m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
 	__m512 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
@@ -96,9 +125,9 @@ static void win16_four(const tm_sparse_w *s, int g, const float *x, const float 
 		n2 = load_x(x2, o, k);
 		n3 = load_x(x3, o, k);
 		int c = cnt[w];
-		for (; c >= 2; c -= 2, id += 32, v += 32) {
+		for (; c >= 2; c -= 2, id += 32, v += 32 * vsz) {
 			__m512i i0 = load_idx(id), i1 = load_idx(id + 16);
-			__m512 v0 = _mm512_load_ps(v), v1 = _mm512_load_ps(v + 16);
+			__m512 v0 = load_vals(v, q8), v1 = load_vals(v + 16 * vsz, q8);
 			a00 = _mm512_fmadd_ps(_mm512_permutex2var_ps(w0, i0, n0), v0, a00);
 			a10 = _mm512_fmadd_ps(_mm512_permutex2var_ps(w1, i0, n1), v0, a10);
 			a20 = _mm512_fmadd_ps(_mm512_permutex2var_ps(w2, i0, n2), v0, a20);
@@ -110,19 +139,28 @@ static void win16_four(const tm_sparse_w *s, int g, const float *x, const float 
 		}
 		if (c) {
 			__m512i i0 = load_idx(id);
-			__m512 v0 = _mm512_load_ps(v);
+			__m512 v0 = load_vals(v, q8);
 			a00 = _mm512_fmadd_ps(_mm512_permutex2var_ps(w0, i0, n0), v0, a00);
 			a10 = _mm512_fmadd_ps(_mm512_permutex2var_ps(w1, i0, n1), v0, a10);
 			a20 = _mm512_fmadd_ps(_mm512_permutex2var_ps(w2, i0, n2), v0, a20);
 			a30 = _mm512_fmadd_ps(_mm512_permutex2var_ps(w3, i0, n3), v0, a30);
 			id += 16;
-			v += 16;
+			v += 16 * vsz;
 		}
 	}
-	store_rows(n, g, a00, a01, bias, relu, y);
-	store_rows(n, g, a10, a11, bias, relu, y + n);
-	store_rows(n, g, a20, a21, bias, relu, y + 2 * (size_t)n);
-	store_rows(n, g, a30, a31, bias, relu, y + 3 * (size_t)n);
+	store_rows(s, g, a00, a01, bias, relu, y);
+	store_rows(s, g, a10, a11, bias, relu, y + n);
+	store_rows(s, g, a20, a21, bias, relu, y + 2 * (size_t)n);
+	store_rows(s, g, a30, a31, bias, relu, y + 3 * (size_t)n);
+}
+
+static void win16_four(const tm_sparse_w *s, int g, const float *x, const float *bias,
+		       bool relu, float *y)
+{
+	if (s->q8)
+		win16_four_body(s, g, x, bias, relu, y, true);
+	else
+		win16_four_body(s, g, x, bias, relu, y, false);
 }
 
 // ---- the kernel set ----

@@ -4,7 +4,8 @@
  * file exports; the driver calls SIMD code only through that table.  The formats are
  * described in docs/sparsity.md: CSR over output rows, and WIN16, a sliced layout of 16 output
  * rows per group whose entries are read in "slots" of 16 lanes that all take their input from
- * one 32-column window of x, so a permute of two registers replaces a gather. */
+ * one 32-column window of x, so a permute of two registers replaces a gather.  Either format
+ * holds float values, or int8 values with one float scale per output row ("q8"). */
 #ifndef TM_SPARSE_INT_H
 #define TM_SPARSE_INT_H
 
@@ -26,8 +27,12 @@ struct tm_sparse_w {
 	void *block;               /* the one allocation holding every array below */
 	size_t bytes;              /* its size: what the matrix costs in memory */
 
+	bool q8;                   /* values are int8 with one scale per row (tm_sparse_new_q8) */
+	float *scale;              /* q8: CSR (n) per row; WIN16 (groups, 16) per lane, 0 in padding */
+
 	/* CSR (format CSR) */
-	float *val;                /* (nnz) values, row by row */
+	float *val;                /* (nnz) values, row by row (NULL for q8) */
+	int8_t *val8;              /* q8: (nnz) quantized values, row by row */
 	int32_t *row_ptr;          /* (n + 1) start of each row in val / col */
 	uint16_t *col16;           /* (nnz) column of each value when k <= 65536, else NULL */
 	int32_t *col32;            /* (nnz) column of each value when k > 65536, else NULL */
@@ -36,7 +41,8 @@ struct tm_sparse_w {
 	int groups;                /* ceil(n / 16) */
 	int nwin;                  /* windows per group: ceil(k / 16) */
 	int64_t slots;             /* slots over all groups */
-	float *slot_val;           /* (slots, 16) value of lane l, 0 in padding lanes */
+	float *slot_val;           /* (slots, 16) value of lane l, 0 in padding lanes (NULL for q8) */
+	int8_t *slot_val8;         /* q8: (slots, 16) quantized value of lane l, 0 in padding */
 	uint8_t *slot_idx;         /* (slots, 16) column - 16 w of lane l, in [0, 32) */
 	int32_t *group_slot;       /* (groups + 1) first slot of each group */
 	uint8_t *win_slots;        /* (groups, nwin) slots of each window, at most 16 */

@@ -7,7 +7,9 @@
  * 90%, 99% and 100%, with empty rows, empty columns and an empty 16-row group, on odd shapes
  * (1, 3, 17, 63, 65, 129) and the MLP's 784x128, batch 1 and batches that leave 1-3 samples
  * after the groups of four; SIMD against the portable kernel of the same format; results
- * bit-identical for 1, 2 and 3 threads and independent of the batch.  Tolerance:
+ * bit-identical for 1, 2 and 3 threads and independent of the batch.  The int8-valued
+ * variant (prune then quantize) the same way against its dequantized weights q * scale, which
+ * it must give back exactly and within half a step of w.  Tolerance:
  * |got - ref| / (1 + |ref|) <= 1e-5 * sqrt(k), as test_gemm.c. */
 #include "tests.h"
 #include "engine.h"
@@ -87,6 +89,30 @@ static tm_sparse_w *sparse_of(tm_isa isa, int n, int k, const float *w, tm_spars
 	int rc = tm_sparse_new(&ctx, n, k, w, f, &s, &err);
 	ck_assert_msg(rc == 0, "tm_sparse_new: %s", err.msg);
 	return s;
+}
+
+static tm_sparse_w *sparse_q8_of(tm_isa isa, int n, int k, const float *w, tm_sparse_format f)
+{
+	tm_ctx ctx = { .isa = isa };
+	tm_sparse_w *s = NULL;
+	tm_err err;
+	int rc = tm_sparse_new_q8(&ctx, n, k, w, f, &s, &err);
+	ck_assert_msg(rc == 0, "tm_sparse_new_q8: %s", err.msg);
+	return s;
+}
+
+/* W quantized per row and back (q * scale), as the int8 sparse layer stores it. */
+static float *dequantized(int n, int k, const float *w)
+{
+	int8_t *q = malloc((size_t)n * k);
+	float *scale = malloc(sizeof(float) * (size_t)n), *d = malloc(sizeof(float) * (size_t)n * k);
+	ck_assert_int_eq(tm_quantize_weights(n, k, w, TM_QGRAN_CHANNEL, q, scale, NULL), 0);
+	for (int r = 0; r < n; r++)
+		for (int j = 0; j < k; j++)
+			d[(size_t)r * k + j] = q[(size_t)r * k + j] * scale[r];
+	free(q);
+	free(scale);
+	return d;
 }
 
 // ---- pruning ----
@@ -340,6 +366,40 @@ START_TEST(test_storage_bytes_and_round_trip)
 				tm_sparse_to_dense(s, back);
 				ck_assert_mem_eq(back, w, sizeof(float) * (size_t)n * k);
 				tm_sparse_free(s);
+
+				/* int8 values: q * scale back exactly, within half a step of w,
+				 * weights rounding to 0 dropped */
+				float *d = dequantized(n, k, w);
+				int64_t nnz8 = 0;
+				for (size_t i = 0; i < (size_t)n * k; i++)
+					nnz8 += d[i] != 0.0f;
+				s = sparse_q8_of(TM_ISA_PORTABLE, n, k, w, f);
+				tm_sparse_get_info(s, &info);
+				ck_assert(info.int8);
+				ck_assert_int_eq(info.nnz, nnz8);
+				size_t groups = (size_t)(n + 15) / 16, nwin = (size_t)(k + 15) / 16;
+				if (f == TM_SPARSE_CSR)
+					ck_assert_uint_eq(info.bytes, (size_t)n * 4 + (size_t)(n + 1) * 4 +
+								      (size_t)nnz8 * (2 + 1));
+				else
+					ck_assert_uint_eq(info.bytes, groups * 16 * 4 +
+								      (size_t)info.slots * 16 * 2 +
+								      (groups + 1) * 4 + groups * nwin);
+				tm_sparse_to_dense(s, back);
+				ck_assert_mem_eq(back, d, sizeof(float) * (size_t)n * k);
+				for (int r = 0; r < n; r++) {
+					float amax = 0.0f;
+					for (int j = 0; j < k; j++)
+						amax = fmaxf(amax, fabsf(w[(size_t)r * k + j]));
+					for (int j = 0; j < k; j++) {
+						size_t at = (size_t)r * k + j;
+						ck_assert(fabsf(back[at] - w[at]) <= amax / 127 * 0.5001f);
+						if (w[at] == 0.0f)
+							ck_assert(back[at] == 0.0f);
+					}
+				}
+				tm_sparse_free(s);
+				free(d);
 			}
 			free(w);
 			free(back);
@@ -392,6 +452,9 @@ START_TEST(test_sparse_new_errors)
 	ck_assert_int_eq(tm_sparse_new(NULL, 2, -1, w, TM_SPARSE_AUTO, &s, &err), TM_EINVAL);
 	ck_assert_int_eq(tm_sparse_new(NULL, 2, 2, w, (tm_sparse_format)7, &s, &err), TM_EINVAL);
 	ck_assert_int_eq(tm_sparse_new(NULL, 65536, 65536, w, TM_SPARSE_CSR, &s, &err), TM_ELIMIT);
+	float bad[4] = { 1, 0, NAN, 1 };
+	ck_assert_int_eq(tm_sparse_new_q8(NULL, 2, 2, bad, TM_SPARSE_CSR, &s, &err), TM_EINVAL);
+	ck_assert_ptr_null(s);
 	/* AUTO follows the kernel set */
 	tm_ctx port = { .isa = TM_ISA_PORTABLE }, wide = { .isa = TM_ISA_AVX512 };
 	ck_assert_int_eq(tm_sparse_new(&port, 2, 2, w, TM_SPARSE_AUTO, &s, &err), 0);
@@ -420,33 +483,42 @@ static void check_case(int m, int n, int k, const float *w, const float *bias, t
 	float *dense = malloc(sizeof(float) * (size_t)m * n);
 	float *y = malloc(sizeof(float) * (size_t)m * n);
 	float *port = malloc(sizeof(float) * (size_t)m * n);
-	ref_linear(m, n, k, x, w, bias, act, ref);
 	double tol = tol_for(k);
-	for (int f = TM_SPARSE_CSR; f <= TM_SPARSE_WIN16; f++) {
-		tm_sparse_w *s = sparse_of(TM_ISA_PORTABLE, n, k, w, f);
+	float *d = dequantized(n, k, w);
+	for (int v = 0; v < 4; v++) {
+		int f = TM_SPARSE_CSR + v % 2;
+		bool q8 = v >= 2;
+		const float *wv = q8 ? d : w;  /* what the layer computes with */
+		if (v == 0 || v == 2)
+			ref_linear(m, n, k, x, wv, bias, act, ref);
+		tm_sparse_w *s = q8 ? sparse_q8_of(TM_ISA_PORTABLE, n, k, w, f)
+				    : sparse_of(TM_ISA_PORTABLE, n, k, w, f);
 		tm_sparse_linear(NULL, m, s, x, bias, act, port);
-		double d = tt_max_rel_diff(port, ref, (size_t)m * n);
-		ck_assert_msg(d <= tol, "%s portable m=%d n=%d k=%d act=%d: diff %g",
-			      tm_sparse_format_name(f), m, n, k, act, d);
+		double e = tt_max_rel_diff(port, ref, (size_t)m * n);
+		ck_assert_msg(e <= tol, "%s%s portable m=%d n=%d k=%d act=%d: diff %g",
+			      tm_sparse_format_name(f), q8 ? " int8" : "", m, n, k, act, e);
 		for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
 			if (!tm_isa_supported(&cpu, (tm_isa)isa))
 				continue;
 			tm_ctx ctx = { .isa = (tm_isa)isa };
-			tm_linear(&ctx, m, n, k, x, w, bias, act, dense);
+			tm_linear(&ctx, m, n, k, x, wv, bias, act, dense);
 			tm_sparse_linear(&ctx, m, s, x, bias, act, y);
-			d = tt_max_rel_diff(y, ref, (size_t)m * n);
-			ck_assert_msg(d <= tol, "%s isa %s m=%d n=%d k=%d act=%d: diff %g",
-				      tm_sparse_format_name(f), tm_isa_name((tm_isa)isa), m, n, k,
-				      act, d);
-			d = tt_max_rel_diff(y, dense, (size_t)m * n);
-			ck_assert_msg(d <= 2 * tol, "%s vs dense %s m=%d n=%d k=%d: diff %g",
-				      tm_sparse_format_name(f), tm_isa_name((tm_isa)isa), m, n, k, d);
-			d = tt_max_rel_diff(y, port, (size_t)m * n);
-			ck_assert_msg(d <= tol, "%s %s vs portable m=%d n=%d k=%d: diff %g",
-				      tm_sparse_format_name(f), tm_isa_name((tm_isa)isa), m, n, k, d);
+			e = tt_max_rel_diff(y, ref, (size_t)m * n);
+			ck_assert_msg(e <= tol, "%s%s isa %s m=%d n=%d k=%d act=%d: diff %g",
+				      tm_sparse_format_name(f), q8 ? " int8" : "",
+				      tm_isa_name((tm_isa)isa), m, n, k, act, e);
+			e = tt_max_rel_diff(y, dense, (size_t)m * n);
+			ck_assert_msg(e <= 2 * tol, "%s%s vs dense %s m=%d n=%d k=%d: diff %g",
+				      tm_sparse_format_name(f), q8 ? " int8" : "",
+				      tm_isa_name((tm_isa)isa), m, n, k, e);
+			e = tt_max_rel_diff(y, port, (size_t)m * n);
+			ck_assert_msg(e <= tol, "%s%s %s vs portable m=%d n=%d k=%d: diff %g",
+				      tm_sparse_format_name(f), q8 ? " int8" : "",
+				      tm_isa_name((tm_isa)isa), m, n, k, e);
 		}
 		tm_sparse_free(s);
 	}
+	free(d);
 	free(x);
 	free(ref);
 	free(dense);
@@ -545,8 +617,10 @@ START_TEST(test_linear_batch_independent)
 		if (!tm_isa_supported(&cpu, (tm_isa)isa))
 			continue;
 		tm_ctx ctx = { .isa = (tm_isa)isa };
-		for (int f = TM_SPARSE_CSR; f <= TM_SPARSE_WIN16; f++) {
-			tm_sparse_w *s = sparse_of((tm_isa)isa, n, k, w, f);
+		for (int v = 0; v < 4; v++) {
+			int f = TM_SPARSE_CSR + v % 2;
+			tm_sparse_w *s = v >= 2 ? sparse_q8_of((tm_isa)isa, n, k, w, f)
+					        : sparse_of((tm_isa)isa, n, k, w, f);
 			tm_sparse_linear(&ctx, m, s, x, bias, TM_ACT_RELU, yb);
 			for (int i = 0; i < m; i++) {
 				tm_sparse_linear(&ctx, 1, s, x + (size_t)i * k, bias, TM_ACT_RELU, y1);
@@ -574,8 +648,10 @@ START_TEST(test_threads_bit_identical)
 	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
 		if (!tm_isa_supported(&cpu, (tm_isa)isa))
 			continue;
-		for (int f = TM_SPARSE_CSR; f <= TM_SPARSE_WIN16; f++) {
-			tm_sparse_w *s = sparse_of((tm_isa)isa, n, k, w, f);
+		for (int v = 0; v < 4; v++) {
+			int f = TM_SPARSE_CSR + v % 2;
+			tm_sparse_w *s = v >= 2 ? sparse_q8_of((tm_isa)isa, n, k, w, f)
+					        : sparse_of((tm_isa)isa, n, k, w, f);
 			for (int mm = 1; mm <= m; mm += m - 1) {
 				for (int p = 0; p < 3; p++) {
 					tm_ctx ctx = { .isa = (tm_isa)isa, .pool = pools[p] };
@@ -630,12 +706,22 @@ START_TEST(test_decide)
 	ck_assert(!tm_sparse_decide(TM_ISA_AVX512, 128, 784, 0.0, 1, NULL, 0));
 	/* everything pruned is always sparse */
 	ck_assert(tm_sparse_decide(TM_ISA_AVX512, 10, 64, 1.0, 256, NULL, 0));
+	/* int8: against dense int8, which is much faster than dense float */
+	ck_assert(!tm_sparse_decide_q8(TM_ISA_AVX512, 128, 784, 0.8, 1, why, sizeof(why)));
+	ck_assert_str_eq(why, "dense int8: 80.0% zeros is below the 90% break-even");
+	ck_assert(tm_sparse_decide_q8(TM_ISA_AVX512, 128, 784, 0.95, 1, why, sizeof(why)));
+	ck_assert_str_eq(why, "sparse win16 int8, 95.0% zeros (break-even 90%)");
+	ck_assert(tm_sparse_decide_q8(TM_ISA_PORTABLE, 128, 784, 0.8, 1, why, sizeof(why)));
+	ck_assert_ptr_nonnull(strstr(why, "sparse csr int8"));
 	/* the break-even is a fraction and does not fall with the batch */
 	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
 		double b1 = tm_sparse_break_even((tm_isa)isa, 128, 784, 1);
 		double b64 = tm_sparse_break_even((tm_isa)isa, 128, 784, 64);
 		ck_assert(b1 > 0.0 && b1 < 1.0);
 		ck_assert(b64 >= b1 && b64 < 1.0);
+		double q1 = tm_sparse_break_even_q8((tm_isa)isa, 128, 784, 1);
+		ck_assert(q1 > 0.0 && q1 < 1.0);
+		ck_assert(tm_sparse_break_even_q8((tm_isa)isa, 128, 784, 64) >= q1);
 	}
 }
 END_TEST
