@@ -109,6 +109,7 @@ TEST_OBJS += tests/integration/test_leaderboard.o
 BENCH_OBJS += bench/bench.o
 BENCH_OBJS += bench/peak.o
 BENCH_OBJS += bench/bench_gemm.o
+BENCH_OBJS += bench/bench_int8.o
 BENCH_OBJS += bench/bench_sparse.o
 
 $(BUILD)/engine/version.o: FINAL_CFLAGS += -DTM_GIT_REV='"$(GIT_REV)"'

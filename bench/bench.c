@@ -16,6 +16,7 @@ typedef struct bench_section {
 static const bench_section sections[] = {
 	{ "peak", bench_peak },
 	{ "gemm", bench_gemm },
+	{ "int8", bench_int8 },
 	{ "sparse", bench_sparse },
 };
 

@@ -42,6 +42,7 @@ double bench_time_min(void (*fn)(void *), void *arg, double min_s);
 // ---- sections: one row each in bench.c's table ----
 void bench_peak(bench_ctx *b);
 void bench_gemm(bench_ctx *b);   /* bench_gemm.c: our sgemm vs OpenBLAS cblas_sgemm */
+void bench_int8(bench_ctx *b);   /* bench_int8.c: our INT8 GEMM vs our FP32 GEMM */
 void bench_sparse(bench_ctx *b); /* bench_sparse.c: sparse linear vs our fastest dense */
 
 /* Measured FP32 FMA throughput of one core in GFLOP/s for the widest ISA the CPU has

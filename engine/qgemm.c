@@ -608,17 +608,19 @@ void tm_qgemm_s32(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *
 
 // ---- int8 conv3x3 ----
 
-/* Scratch: the quantized image (cin, h, w) and its patch rows (pixels, cin*9), both int8, and
- * the GEMM output (pixels, cout) before it is transposed to NCHW. */
+/* Scratch: the quantized image (cin, h, w) and its patch rows (pixels, cin*9), both int8 with
+ * 4 bytes of slack for im2row3x3's 4-byte moves, and the GEMM output (pixels, cout) before it
+ * is transposed to NCHW. */
 size_t tm_qconv3x3_scratch_bytes(int cin, int h, int w, int cout)
 {
 	size_t pix = (size_t)(h - 2) * (w - 2);
-	return round64((size_t)cin * h * w) + round64(pix * (size_t)cin * 9) +
+	return round64((size_t)cin * h * w + 4) + round64(pix * (size_t)cin * 9 + 4) +
 	       round64(pix * (size_t)cout * sizeof(float));
 }
 
 /* rows (pixels, cin*9): row (oy, ox) holds x[ci][oy + ky][ox + kx] in (ci, ky, kx) order, the
- * order of W (cout, cin, 3, 3). */
+ * order of W (cout, cin, 3, 3).  Each kx triple moves as 4 bytes, in increasing address order,
+ * so the spare byte is overwritten by the next move (the last one lands in the slack). */
 static void im2row3x3(int cin, int h, int w, const int8_t *xq, int8_t *rows)
 {
 	int oh = h - 2, ow = w - 2;
@@ -627,8 +629,11 @@ static void im2row3x3(int cin, int h, int w, const int8_t *xq, int8_t *rows)
 			int8_t *d = rows + ((size_t)oy * ow + ox) * cin * 9;
 			for (int ci = 0; ci < cin; ci++) {
 				const int8_t *src = xq + ((size_t)ci * h + oy) * w + ox;
-				for (int ky = 0; ky < 3; ky++, d += 3)
-					memcpy(d, src + ky * w, 3);
+				for (int ky = 0; ky < 3; ky++, d += 3) {
+					uint32_t v;
+					memcpy(&v, src + (size_t)ky * w, sizeof(v));
+					memcpy(d, &v, sizeof(v));
+				}
 			}
 		}
 }
@@ -641,8 +646,8 @@ void tm_qconv3x3_forward(const tm_ctx *ctx, const tm_qlinear *ql, int n, int cin
 	int cout = ql->n, pix = (h - 2) * (w - 2);
 	size_t plane = (size_t)cin * h * w;
 	int8_t *xq = scratch;
-	int8_t *rows = (int8_t *)scratch + round64(plane);
-	float *out = (float *)(rows + round64((size_t)pix * ql->k));
+	int8_t *rows = (int8_t *)scratch + round64(plane + 4);
+	float *out = (float *)(rows + round64((size_t)pix * ql->k + 4));
 	for (int i = 0; i < n; i++) {
 		tm_quantize_act(plane, x + plane * i, ql->x_scale, xq);
 		im2row3x3(cin, h, w, xq, rows);
