@@ -2,12 +2,14 @@
  * C reference, the dispatcher and the blocking driver; SIMD kernels live in gemm_avx2.c /
  * gemm_avx512.c and are reached through their gemm_kernels table, chosen from ctx->isa.  The
  * driver is GotoBLAS/BLIS-style: C is cut into column blocks (NC), k into near-equal blocks
- * (at most KC deep), rows into blocks (MC); op(B) and (for tall A) op(A) are packed into
- * contiguous panels per call, and a register-blocked micro-kernel computes each tile with the
- * bias and activation fused into its store.  Narrow layers and single rows take a dot-product
- * kernel along k that needs no packing.  With a pool the work is split into column or row
- * ranges; the k blocking depends only on k, so every element is summed in the same order
- * whatever the thread count. */
+ * (at most KC deep), and a register-blocked micro-kernel computes each tile with the bias and
+ * activation fused into its store.  op(B) is packed per call into contiguous panels unless
+ * its rows can be read in place (few row tiles, or a compact block); op(A) is read in place
+ * when its rows run along k, packed otherwise.  A single row of X takes a matrix-vector
+ * kernel, narrow layers with a long k a dot-product kernel, and tm_linear_pack keeps W in the
+ * panel layout for layers run many times.  With a pool the work is split into column or row
+ * ranges of whole tiles; the k blocking depends only on k, so every element is summed in the
+ * same order whatever the thread count. */
 #include "gemm_int.h"
 
 #include <math.h>

@@ -1,12 +1,13 @@
-/* gemm_avx2.c: the AVX2 + FMA kernel set of the packed GEMM (built with AVX2 flags, called only
- * when ctx->isa is TM_ISA_AVX2).  The micro-kernel holds a 6 x 16 tile of C in 12 ymm
- * accumulators: per step of k it loads one row of a packed B panel (two vectors) and
- * broadcasts six values of A.  Partial tiles use lane masks on C and instantiations for fewer
- * rows, so every element is computed by the same sequence of FMAs wherever it sits.  Also
- * here: the packing routines (8 x 8 in-register transposes for the transposed operands), a
- * dot-product kernel along k for X * W^T with few rows or columns, and a matrix-vector kernel
- * on prepacked panels.  The fused epilogue (alpha, beta, bias, ReLU, GELU) runs on the tile
- * while it is in registers. */
+/* gemm_avx2.c: the AVX2 + FMA kernel set of the GEMM (built with AVX2 flags, called only when
+ * ctx->isa is TM_ISA_AVX2).  The micro-kernel holds a 6 x 16 tile of C in 12 ymm
+ * accumulators: per step of k it loads one row of B (two vectors, from a packed panel or from
+ * B's own rows) and broadcasts six values of A (from a packed panel or A's own rows).
+ * Partial tiles use lane masks and instantiations for fewer rows or one vector column, so an
+ * element is computed by the same sequence of FMAs wherever it sits.  The epilogue is fused:
+ * the bias seeds the accumulators, ReLU/GELU, alpha and beta are applied before the single
+ * store.  Also here: the packing routines (8 x 8 in-register transposes for transposed
+ * operands), a dot-product kernel along k for X * W^T with few rows or columns, and two
+ * matrix-vector kernels (one row of X against W's rows, or against column panels). */
 #include "gemm_int.h"
 
 #include <immintrin.h>
@@ -514,7 +515,7 @@ static void gemv_rows(int n, int k, const float *x, const float *w, ptrdiff_t ld
 			       e->bias ? e->bias + j : NULL);
 }
 
-// ---- matrix-vector on prepacked panels ----
+// ---- matrix-vector on column panels ----
 
 /* G panels side by side (G compile-time); the last one has nlast live columns, and only
  * live columns are loaded (B may be read in place). */

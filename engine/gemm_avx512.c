@@ -1,12 +1,13 @@
-/* gemm_avx512.c: the AVX-512 kernel set of the packed GEMM (built with AVX-512 flags, called
- * only when ctx->isa is TM_ISA_AVX512).  The micro-kernel holds a 12 x 32 tile of C in 24 zmm
- * accumulators: per step of k it loads one row of a packed B panel (two vectors) and
- * broadcasts twelve values of A.  Partial tiles use lane masks on C and instantiations for
- * fewer rows, so every element is computed by the same sequence of FMAs wherever it sits.
- * Also here: the packing routines (16 x 16 in-register transposes for the transposed
- * operands), a dot-product kernel along k for X * W^T with few rows or columns, and a
- * matrix-vector kernel on prepacked panels.  The fused epilogue (alpha, beta, bias, ReLU,
- * GELU) runs on the tile while it is in registers. */
+/* gemm_avx512.c: the AVX-512 kernel set of the GEMM (built with AVX-512 flags, called only
+ * when ctx->isa is TM_ISA_AVX512).  The micro-kernel holds a 12 x 32 tile of C in 24 zmm
+ * accumulators: per step of k it loads one row of B (two vectors, from a packed panel or
+ * from B's own rows) and broadcasts twelve values of A (from a packed panel or A's own rows).
+ * Partial tiles use lane masks and instantiations for fewer rows or one vector column, so an
+ * element is computed by the same sequence of FMAs wherever it sits.  The epilogue is fused:
+ * the bias seeds the accumulators, ReLU/GELU, alpha and beta are applied before the single
+ * store.  Also here: the packing routines (16 x 16 in-register transposes for transposed
+ * operands), a dot-product kernel along k for X * W^T with few rows or columns, and two
+ * matrix-vector kernels (one row of X against W's rows, or against column panels). */
 #include "gemm_int.h"
 
 #include <immintrin.h>
@@ -72,7 +73,8 @@ INLINE __mmask16 lane_mask(int n)
 
 // ---- micro-kernel ----
 
-/* The tile body for a compile-time row count; (rs, cs) are compile-time for packed A. */
+/* The tile body for a compile-time row count mr and width (half: only the first vector of
+ * columns is live); (rs, cs) are compile-time (1, MR) for a packed A panel. */
 INLINE void tile_rows(const int mr, const bool half, int nr, int kc, const float *a,
 		      ptrdiff_t rs, ptrdiff_t cs, const float *b, ptrdiff_t ldb, float *c,
 		      ptrdiff_t ldc, const gemm_epi *e)
@@ -518,7 +520,7 @@ static void gemv_rows(int n, int k, const float *x, const float *w, ptrdiff_t ld
 			       e->bias ? e->bias + j : NULL);
 }
 
-// ---- matrix-vector on prepacked panels ----
+// ---- matrix-vector on column panels ----
 
 /* G panels side by side (G compile-time); the last one has nlast live columns, and only
  * live columns are loaded (B may be read in place). */

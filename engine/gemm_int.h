@@ -1,9 +1,9 @@
 /* gemm_int.h: what gemm.c (the blocking driver, the thread split and the dispatcher) shares
  * with the SIMD kernel files gemm_avx2.c and gemm_avx512.c.  A kernel set is one table row:
- * its register tile, its cache blocks and the handful of routines the driver calls (a
- * broadcast micro-kernel on packed B panels, the packing routines, a dot-product kernel for
- * X * W^T with small m or n, and a matrix-vector kernel on prepacked panels).  Everything
- * the SIMD files export goes through this table, so the driver never calls SIMD code itself. */
+ * its register tile, its cache blocks and the routines the driver calls (a broadcast
+ * micro-kernel on B panels, the packing routines, a dot-product kernel for X * W^T with few
+ * rows or columns, and matrix-vector kernels for a single row of X).  Everything the SIMD
+ * files export goes through this table, so the driver never calls SIMD code itself. */
 #ifndef TM_GEMM_INT_H
 #define TM_GEMM_INT_H
 
