@@ -225,7 +225,7 @@ static void store_portable(const qgemm_epi *e, int row, int col, int cnt, const 
 			((int32_t *)e->c)[at] = v;
 			continue;
 		}
-		float f = qg_dequant(v, e->scale[j], e->bias, j, e->relu);
+		float f = qg_dequant(v, e->x_scale, e->scale[j], e->bias, j, e->relu);
 		if (e->kind == QGEMM_OUT_F32)
 			((float *)e->c)[at] = f;
 		else
@@ -489,12 +489,12 @@ static void qjob_run(const tm_ctx *ctx, qjob *j)
 		tm_pool_run(ctx->pool, j->ntasks, qjob_task, j);
 }
 
-/* The activations of one call in the kernel set's format, and the combined scales. */
+/* The activations of one call in the kernel set's format. */
 typedef struct qcall {
 	const qgemm_kernels *ks;
+	float x_scale;
 	uint8_t *a;            /* (m, lda) */
 	size_t lda;
-	float *scale;          /* (n) x_scale * w_scale[j] */
 	void *heap;
 	uint8_t stack[QG_STACK_BYTES] __attribute__((aligned(64)));
 } qcall;
@@ -503,17 +503,13 @@ static void qcall_init(qcall *c, const tm_ctx *ctx, const tm_qlinear *ql, int m,
 		       bool need_a)
 {
 	c->ks = kernels_for(ctx);
+	c->x_scale = x_scale;
 	c->lda = (size_t)ql->kp * c->ks->abytes;
-	size_t abytes = need_a ? round64((size_t)m * c->lda) : 0;
-	size_t sbytes = sizeof(float) * (size_t)ql->n;
+	size_t abytes = need_a ? (size_t)m * c->lda : 0;
 	c->heap = NULL;
-	uint8_t *base = c->stack;
-	if (abytes + sbytes > sizeof(c->stack))
-		base = c->heap = buf_alloc(abytes + sbytes);
-	c->a = need_a ? base : NULL;
-	c->scale = (float *)(base + abytes);
-	for (int j = 0; j < ql->n; j++)
-		c->scale[j] = x_scale * ql->w_scale[j];
+	c->a = NULL;
+	if (need_a)
+		c->a = abytes > sizeof(c->stack) ? (c->heap = buf_alloc(abytes)) : c->stack;
 }
 
 static void qcall_release(qcall *c)
@@ -539,7 +535,8 @@ static void qlinear_run(const tm_ctx *ctx, const qcall *c, const tm_qlinear *ql,
 			.c = out,
 			.ldc = ql->n,
 			.corr = c->ks->afmt == QG_A_U8 ? ql->corr : NULL,
-			.scale = c->scale,
+			.x_scale = c->x_scale,
+			.scale = ql->w_scale,
 			.bias = kind == QGEMM_OUT_S32 ? NULL : ql->bias,
 			.relu = kind != QGEMM_OUT_S32 && act == TM_ACT_RELU,
 			.out_inv = out_inv,

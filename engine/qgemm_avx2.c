@@ -47,9 +47,10 @@ INLINE void epi_store(__m256i acc, const qgemm_epi *e, int row, int col, int cnt
 			_mm256_maskstore_epi32((int32_t *)e->c + at, mk, acc);
 		return;
 	}
-	__m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc),
+	__m256 s = _mm256_mul_ps(_mm256_set1_ps(e->x_scale),
 				 full ? _mm256_loadu_ps(e->scale + col)
 				      : _mm256_maskload_ps(e->scale + col, mk));
+	__m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), s);
 	if (e->bias)
 		v = _mm256_add_ps(v, full ? _mm256_loadu_ps(e->bias + col)
 					  : _mm256_maskload_ps(e->bias + col, mk));

@@ -38,7 +38,8 @@ INLINE void epi_store(__m512i acc, const qgemm_epi *e, int row, int col, int cnt
 		_mm512_mask_storeu_epi32((int32_t *)e->c + at, mk, acc);
 		return;
 	}
-	__m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_maskz_loadu_ps(mk, e->scale + col));
+	__m512 s = _mm512_mul_ps(_mm512_set1_ps(e->x_scale), _mm512_maskz_loadu_ps(mk, e->scale + col));
+	__m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), s);
 	if (e->bias)
 		v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, e->bias + col));
 	if (e->relu)

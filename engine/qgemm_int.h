@@ -37,24 +37,26 @@ typedef enum qgemm_out {
 } qgemm_out;
 
 /* How a block of accumulators is written.  Every pointer is already offset to the block's first
- * column (and c to its first row).  The float steps are the same in every kernel set (a
- * multiply, then an add, then max with 0; no fused multiply-add) so all sets produce the same
- * bits. */
+ * column (and c to its first row).  The float steps are the same in every kernel set
+ * (x_scale * w_scale, times the converted sum, plus the bias, max with 0; no fused multiply-add)
+ * so all sets produce the same bits. */
 typedef struct qgemm_epi {
 	qgemm_out kind;
 	void *c;               /* int32_t, float or int8_t, by kind */
 	ptrdiff_t ldc;         /* elements between rows of c */
 	const int32_t *corr;   /* (cols) subtracted from u8 accumulators: 128 * row sums of W */
-	const float *scale;    /* (cols) x_scale * w_scale[j] (F32, S8) */
+	float x_scale;         /* activation scale (F32, S8) */
+	const float *scale;    /* (cols) w_scale[j]; the epilogue uses x_scale * scale[j] */
 	const float *bias;     /* (cols) or NULL */
 	bool relu;
 	float out_inv;         /* S8: 1 / the output scale */
 } qgemm_epi;
 
 /* The scalar epilogue, the definition every SIMD epilogue reproduces lane by lane. */
-static inline float qg_dequant(int32_t acc, float scale, const float *bias, int j, bool relu)
+static inline float qg_dequant(int32_t acc, float x_scale, float w_scale, const float *bias,
+			       int j, bool relu)
 {
-	float v = (float)acc * scale;
+	float v = (float)acc * (x_scale * w_scale);
 	if (bias)
 		v = v + bias[j];
 	if (relu)
