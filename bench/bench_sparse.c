@@ -3,13 +3,13 @@
  * dense FP32 layer on the same weights, single thread, side by side in one run: the anchor is
  * the faster of tm_linear and tm_linear_packed (weights packed once) with the best kernel set.
  * The target row is the MLP's 784x128 layer (n = 128 out, k = 784 in) at 90% sparsity and batch
- * 1 (target 3x); 50, 80, 87, 95 and 99% and batch 64 are context, as are the portable kernels.
- * Every row alternates dense and sparse for several rounds and keeps the fastest repetition of
- * each (min-of-N: the machine is shared and noisy).  Also reported: the stored bytes at 87%
- * (dense bytes / CSR bytes and / WIN16 bytes, for the layer and for the whole MLP pruned with
- * one global threshold; also with int8 values), prune-then-quantize (int8 sparse against the
- * dense int8 layer tm_qlinear), and the break-even sparsity measured on a grid, next to the
- * one tm_sparse_decide uses. */
+ * 1 (target 3x); 50, 80, 87, 95 and 99% and batch 64 are context, as are the AVX2 (WIN8) and
+ * portable kernels.  Every row alternates dense and sparse for several rounds and keeps the
+ * fastest repetition of each (min-of-N: the machine is shared and noisy).  Also reported: the
+ * stored bytes at 87% (dense bytes / CSR bytes and / WIN16 bytes, for the layer and for the
+ * whole MLP pruned with one global threshold; also with int8 values), prune-then-quantize
+ * (int8 sparse against the dense int8 layer tm_qlinear), and the break-even sparsity measured
+ * on a grid, next to the one tm_sparse_decide uses. */
 #include "bench.h"
 
 #include <math.h>
@@ -331,6 +331,16 @@ void bench_sparse(bench_ctx *b)
 		layer_release(&l);
 	}
 
+	/* the AVX2 kernels (WIN8), for machines without AVX-512 */
+	tm_ctx avx2 = { .isa = TM_ISA_AVX2, .pool = NULL };
+	if (best > TM_ISA_AVX2 && tm_isa_supported(&b->cpu, TM_ISA_AVX2)) {
+		sp_layer l;
+		layer_init(&l, &avx2, 128, 784, 0.9, true);
+		sp_times t = measure(b, &avx2, &l, 1);
+		row(b, "sparse_linear_90_m1_784x128_avx2", &t, 0);
+		layer_release(&l);
+	}
+
 	/* the portable kernels, for the fallback rule of `kernels: portable` */
 	{
 		sp_layer l;
@@ -350,6 +360,8 @@ void bench_sparse(bench_ctx *b)
 	if (!b->quick) {
 		break_even(b, &ctx, 1, tm_isa_name(best));
 		break_even(b, &ctx, 64, tm_isa_name(best));
+		if (best > TM_ISA_AVX2 && tm_isa_supported(&b->cpu, TM_ISA_AVX2))
+			break_even(b, &avx2, 1, "avx2");
 		break_even(b, &port, 1, "portable");
 	}
 }

@@ -269,9 +269,10 @@ void tm_prune_mask_apply(const uint8_t *mask, size_t len, float *w, float *grad)
 double tm_sparsity(const float *w, size_t len);
 
 typedef enum tm_sparse_format {
-	TM_SPARSE_AUTO = 0,   /* the fastest for ctx's kernel set: WIN16 with AVX-512, else CSR */
+	TM_SPARSE_AUTO = 0,   /* the fastest for ctx's kernel set: WIN16, WIN8 (AVX2) or CSR */
 	TM_SPARSE_CSR = 1,    /* row_ptr (n+1) int32, col (nnz) uint16 (int32 if k > 65536), val float */
-	TM_SPARSE_WIN16 = 2,  /* 16-row groups read through 32-column windows of x */
+	TM_SPARSE_WIN16 = 2,  /* 16-row groups read through 32-column windows of x (AVX-512) */
+	TM_SPARSE_WIN8 = 3,   /* 8-row groups read through 16-column windows of x (AVX2) */
 } tm_sparse_format;
 
 typedef struct tm_sparse_w tm_sparse_w;
@@ -293,18 +294,19 @@ void tm_sparse_free(tm_sparse_w *s);
 
 typedef struct tm_sparse_info {
 	int n, k;
-	tm_sparse_format format;  /* CSR or WIN16, never AUTO */
+	tm_sparse_format format;  /* CSR, WIN16 or WIN8, never AUTO */
 	bool int8;                /* int8 values and row scales (tm_sparse_new_q8) */
 	int64_t nnz;              /* nonzero weights stored */
 	double sparsity;          /* 1 - nnz / (n k) */
 	size_t bytes;             /* the allocation holding indices, values and pointers */
 	size_t dense_bytes;       /* n * k * sizeof(float) */
-	int64_t slots;            /* WIN16: 16-lane slots read per sample; CSR: 0 */
-	double fill;              /* WIN16: nnz / (16 slots), lanes that are real; CSR: 1 */
+	int64_t slots;            /* WIN16/WIN8: 16/8-lane slots read per sample; CSR: 0 */
+	int64_t windows;          /* WIN16/WIN8: windows of x with slots (stored); CSR: 0 */
+	double fill;              /* WIN16/WIN8: nnz / (lanes * slots), real lanes; CSR: 1 */
 } tm_sparse_info;
 void tm_sparse_get_info(const tm_sparse_w *s, tm_sparse_info *info);
 size_t tm_sparse_bytes(const tm_sparse_w *s);
-const char *tm_sparse_format_name(tm_sparse_format f);  /* "auto", "csr", "win16" */
+const char *tm_sparse_format_name(tm_sparse_format f);  /* "auto", "csr", "win16", "win8" */
 /* W back as a dense (n, k) matrix. */
 void tm_sparse_to_dense(const tm_sparse_w *s, float *w);
 

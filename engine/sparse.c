@@ -1,13 +1,13 @@
 /* sparse.c: unstructured magnitude pruning and the sparse linear layer.  Pruning finds the
  * exact |w| threshold of the requested count with a radix select over the magnitudes' bit
  * patterns (four histogram passes, no sorting, no copy) and breaks ties by position, so it is
- * exact and deterministic.  A pruned matrix is stored in one of two formats (sparse_int.h,
- * docs/sparsity.md): CSR, read by the portable kernels, and WIN16, 16 output rows per group
- * read in 16-lane slots through 32-column windows of x, which the AVX-512 kernels of
- * sparse_avx512.c run with register permutes instead of gathers.  This file holds the
- * builders, the portable reference kernels of both formats, the thread split (fixed ranges of
- * output rows, so every output is summed in the same order whatever the thread count) and the
- * dense fallback rule. */
+ * exact and deterministic.  A pruned matrix is stored in one of three formats (sparse_int.h,
+ * docs/sparsity.md): CSR, read by the portable kernels, and the windowed WIN16 and WIN8, whose
+ * output rows are grouped 16 (8) to a register and read in slots through windows of x, which
+ * the AVX-512 (AVX2) kernels of sparse_avx512.c (sparse_avx2.c) run with register permutes
+ * instead of gathers.  This file holds the builders, the portable reference kernels, the
+ * thread split (fixed ranges of output rows, so every output is summed in the same order
+ * whatever the thread count) and the dense fallback rule. */
 #include "sparse_int.h"
 
 #include <math.h>
@@ -172,6 +172,7 @@ const char *tm_sparse_format_name(tm_sparse_format f)
 	case TM_SPARSE_AUTO: return "auto";
 	case TM_SPARSE_CSR: return "csr";
 	case TM_SPARSE_WIN16: return "win16";
+	case TM_SPARSE_WIN8: return "win8";
 	}
 	return "unknown";
 }
@@ -181,6 +182,17 @@ const char *tm_sparse_format_name(tm_sparse_format f)
 static inline int32_t csr_col(const tm_sparse_w *s, int64_t p)
 {
 	return s->col16 ? s->col16[p] : s->col32[p];
+}
+
+static bool windowed(tm_sparse_format f)
+{
+	return f == TM_SPARSE_WIN16 || f == TM_SPARSE_WIN8;
+}
+
+/* Lanes per group (the step of the windows is the same number). */
+static int window_lanes(tm_sparse_format f)
+{
+	return f == TM_SPARSE_WIN16 ? 16 : 8;
 }
 
 /* One 64-byte aligned block of exactly bytes (the allocator's own bookkeeping aside). */
@@ -276,43 +288,46 @@ static int csr_build(int n, int k, const float *w, const int8_t *q, const float 
 	return 0;
 }
 
-/* Walk the WIN16 schedule of csr c.  Group g holds rows 16 g .. 16 g + 15 (lane l = row
- * 16 g + l), each lane's entries in column order.  Window w covers columns [16 w, 16 w + 32);
- * it gets as many slots as the lane with the most entries left below 16 w + 16 needs, so no
- * entry is left behind when the window moves on, and in each slot every lane takes its next
- * entry if that lies inside the window (an entry in the upper half is taken early when the
- * lane has a free slot).  Lanes without an entry are padding (value 0, offset 0).  With
- * out == NULL only counts; returns the number of slots. */
-static int64_t win16_schedule(const tm_sparse_w *c, tm_sparse_w *out)
+/* Walk the windowed schedule of csr c with L lanes (and windows of step L).  Group g holds
+ * rows L g .. L g + L - 1 (lane l = row L g + l), each lane's entries in column order.  Window
+ * w covers columns [L w, L w + 2 L); it gets as many slots as the lane with the most entries
+ * left below L w + L needs, so no entry is left behind when the window moves on, and in each
+ * slot every lane takes its next entry if that lies inside the window (an entry in the upper
+ * half is taken early when the lane has a free slot).  Lanes without an entry are padding
+ * (value 0, offset 0).  Only windows with slots are stored (window number and count).  With
+ * out == NULL only counts; returns the number of slots and sets *windows. */
+static int64_t win_schedule(const tm_sparse_w *c, int L, tm_sparse_w *out, int64_t *windows)
 {
 	int n = c->n, k = c->k;
-	int groups = (n + SPARSE_LANES - 1) / SPARSE_LANES, nwin = (k + SPARSE_STEP - 1) / SPARSE_STEP;
-	int64_t slot = 0;
+	int groups = (n + L - 1) / L, nwin = (k + L - 1) / L;
+	int64_t slot = 0, nw = 0;
 	for (int g = 0; g < groups; g++) {
-		int64_t head[SPARSE_LANES], end[SPARSE_LANES];
-		for (int l = 0; l < SPARSE_LANES; l++) {
-			int r = g * SPARSE_LANES + l;
+		int64_t head[SPARSE_MAX_LANES], end[SPARSE_MAX_LANES];
+		for (int l = 0; l < L; l++) {
+			int r = g * L + l;
 			head[l] = r < n ? c->row_ptr[r] : 0;
 			end[l] = r < n ? c->row_ptr[r + 1] : 0;
 		}
-		if (out)
+		if (out) {
 			out->group_slot[g] = (int32_t)slot;
+			out->group_win[g] = (int32_t)nw;
+		}
 		for (int w = 0; w < nwin; w++) {
-			int lo = w * SPARSE_STEP;
+			int lo = w * L;
 			int must = 0;
-			for (int l = 0; l < SPARSE_LANES; l++) {
+			for (int l = 0; l < L; l++) {
 				int64_t p = head[l];
-				while (p < end[l] && csr_col(c, p) < lo + SPARSE_STEP)
+				while (p < end[l] && csr_col(c, p) < lo + L)
 					p++;
 				if (p - head[l] > must)
 					must = (int)(p - head[l]);
 			}
 			for (int q = 0; q < must; q++, slot++)
-				for (int l = 0; l < SPARSE_LANES; l++) {
+				for (int l = 0; l < L; l++) {
 					bool take = head[l] < end[l] &&
-						    csr_col(c, head[l]) < lo + SPARSE_WIDTH;
+						    csr_col(c, head[l]) < lo + 2 * L;
 					if (out) {
-						size_t at = (size_t)slot * SPARSE_LANES + l;
+						size_t at = (size_t)slot * L + l;
 						if (c->q8)
 							out->slot_val8[at] = take ? c->val8[head[l]] : 0;
 						else
@@ -322,43 +337,54 @@ static int64_t win16_schedule(const tm_sparse_w *c, tm_sparse_w *out)
 					}
 					head[l] += take;
 				}
-			if (out)
-				out->win_slots[(size_t)g * nwin + w] = (uint8_t)must;
+			if (must && out) {
+				out->win_idx[nw] = w;
+				out->win_cnt[nw] = (uint8_t)must;
+			}
+			nw += must > 0;
 		}
 	}
-	if (out)
+	if (out) {
 		out->group_slot[groups] = (int32_t)slot;
+		out->group_win[groups] = (int32_t)nw;
+	}
+	*windows = nw;
 	return slot;
 }
 
-/* WIN16 block.  Float: slot values (64-byte aligned), slot offsets, group starts, window
- * counts.  Int8: lane scales (aligned), slot values, slot offsets, group starts, window
- * counts. */
-static int win16_build(const tm_sparse_w *c, tm_sparse_w **out, tm_err *err)
+/* A windowed block.  Float: slot values (64-byte aligned), slot offsets, group starts (slots
+ * and windows), window numbers, window counts.  Int8: lane scales (aligned), then the same
+ * with int8 slot values. */
+static int win_build(const tm_sparse_w *c, tm_sparse_format format, tm_sparse_w **out,
+		     tm_err *err)
 {
-	int n = c->n, k = c->k;
-	int groups = (n + SPARSE_LANES - 1) / SPARSE_LANES, nwin = (k + SPARSE_STEP - 1) / SPARSE_STEP;
-	int64_t slots = win16_schedule(c, NULL);
-	size_t lanes = (size_t)slots * SPARSE_LANES;
-	size_t nlanes = (size_t)groups * SPARSE_LANES;
+	int n = c->n, k = c->k, L = window_lanes(format);
+	int groups = (n + L - 1) / L, nwin = (k + L - 1) / L;
+	int64_t windows;
+	int64_t slots = win_schedule(c, L, NULL, &windows);
+	size_t lanes = (size_t)slots * L;
+	size_t nlanes = (size_t)groups * L;
 	size_t sbytes = c->q8 ? nlanes * sizeof(float) : 0;
 	size_t vsz = c->q8 ? sizeof(int8_t) : sizeof(float);
-	size_t bytes = sbytes + lanes * vsz + lanes + ((size_t)groups + 1) * sizeof(int32_t) +
-		       (size_t)groups * nwin;
-	tm_sparse_w *s = sparse_alloc(n, k, TM_SPARSE_WIN16);
+	size_t bytes = sbytes + lanes * vsz + lanes + 2 * ((size_t)groups + 1) * sizeof(int32_t) +
+		       (size_t)windows * (sizeof(int32_t) + 1);
+	tm_sparse_w *s = sparse_alloc(n, k, format);
 	s->block = block_alloc(bytes);
 	if (!s->block) {
 		free(s);
 		return tm_err_set(err, TM_ENOMEM, "sparse",
-				  "sparse: cannot allocate %zu bytes for a (%d, %d) win16 matrix",
-				  bytes, n, k);
+				  "sparse: cannot allocate %zu bytes for a (%d, %d) %s matrix",
+				  bytes, n, k, tm_sparse_format_name(format));
 	}
 	s->bytes = bytes;
 	s->nnz = c->nnz;
 	s->q8 = c->q8;
+	s->lanes = L;
+	s->step = L;
 	s->groups = groups;
 	s->nwin = nwin;
 	s->slots = slots;
+	s->windows = windows;
 	uint8_t *b = s->block;
 	if (c->q8) {
 		s->scale = (float *)b;
@@ -374,10 +400,21 @@ static int win16_build(const tm_sparse_w *c, tm_sparse_w **out, tm_err *err)
 	b += lanes;
 	s->group_slot = (int32_t *)b;
 	b += ((size_t)groups + 1) * sizeof(int32_t);
-	s->win_slots = b;
-	win16_schedule(c, s);
+	s->group_win = (int32_t *)b;
+	b += ((size_t)groups + 1) * sizeof(int32_t);
+	s->win_idx = (int32_t *)b;
+	b += (size_t)windows * sizeof(int32_t);
+	s->win_cnt = b;
+	win_schedule(c, L, s, &windows);
 	*out = s;
 	return 0;
+}
+
+/* The format each kernel set reads fastest. */
+static tm_sparse_format auto_format(tm_isa isa)
+{
+	return isa >= TM_ISA_AVX512 ? TM_SPARSE_WIN16 : isa >= TM_ISA_AVX2 ? TM_SPARSE_WIN8
+							     : TM_SPARSE_CSR;
 }
 
 static int sparse_make(const tm_ctx *ctx, int n, int k, const float *w, bool q8,
@@ -391,11 +428,11 @@ static int sparse_make(const tm_ctx *ctx, int n, int k, const float *w, bool q8,
 		return tm_err_set(err, TM_ELIMIT, "sparse",
 				  "sparse: weight shape (%d, %d) has more than %d entries", n, k,
 				  INT32_MAX);
-	if (format < TM_SPARSE_AUTO || format > TM_SPARSE_WIN16)
+	if (format < TM_SPARSE_AUTO || format > TM_SPARSE_WIN8)
 		return tm_err_set(err, TM_EINVAL, "sparse", "sparse: format %d is not known",
 				  (int)format);
 	if (format == TM_SPARSE_AUTO)
-		format = ctx && ctx->isa >= TM_ISA_AVX512 ? TM_SPARSE_WIN16 : TM_SPARSE_CSR;
+		format = auto_format(ctx ? ctx->isa : TM_ISA_PORTABLE);
 	int8_t *q = NULL;
 	float *scale = NULL;
 	if (q8) {
@@ -423,7 +460,7 @@ static int sparse_make(const tm_ctx *ctx, int n, int k, const float *w, bool q8,
 		*out = c;
 		return rc;
 	}
-	rc = win16_build(c, out, err);
+	rc = win_build(c, format, out, err);
 	tm_sparse_free(c);
 	return rc;
 }
@@ -456,9 +493,10 @@ void tm_sparse_get_info(const tm_sparse_w *s, tm_sparse_info *info)
 	info->sparsity = 1.0 - (double)s->nnz / ((double)s->n * s->k);
 	info->bytes = s->bytes;
 	info->dense_bytes = (size_t)s->n * s->k * sizeof(float);
-	info->slots = s->format == TM_SPARSE_WIN16 ? s->slots : 0;
-	info->fill = s->format == TM_SPARSE_WIN16 ?
-		     (s->slots ? (double)s->nnz / ((double)s->slots * SPARSE_LANES) : 1.0) : 1.0;
+	info->slots = windowed(s->format) ? s->slots : 0;
+	info->windows = windowed(s->format) ? s->windows : 0;
+	info->fill = windowed(s->format) && s->slots ?
+		     (double)s->nnz / ((double)s->slots * s->lanes) : 1.0;
 }
 
 void tm_sparse_to_dense(const tm_sparse_w *s, float *w)
@@ -473,14 +511,14 @@ void tm_sparse_to_dense(const tm_sparse_w *s, float *w)
 	}
 	for (int g = 0; g < s->groups; g++) {
 		int64_t q = s->group_slot[g];
-		for (int win = 0; win < s->nwin; win++)
-			for (int c = s->win_slots[(size_t)g * s->nwin + win]; c > 0; c--, q++)
-				for (int l = 0; l < SPARSE_LANES; l++) {
-					size_t at = (size_t)q * SPARSE_LANES + l;
-					int r = g * SPARSE_LANES + l;
+		for (int64_t e = s->group_win[g]; e < s->group_win[g + 1]; e++)
+			for (int c = s->win_cnt[e], win = s->win_idx[e]; c > 0; c--, q++)
+				for (int l = 0; l < s->lanes; l++) {
+					size_t at = (size_t)q * s->lanes + l;
+					int r = g * s->lanes + l;
 					float v = s->q8 ? s->slot_val8[at] * s->scale[r] : s->slot_val[at];
 					if (v != 0.0f && r < s->n)
-						w[(size_t)r * s->k + win * SPARSE_STEP +
+						w[(size_t)r * s->k + win * s->step +
 						  s->slot_idx[at]] = v;
 				}
 	}
@@ -541,34 +579,34 @@ static void csr_rows_portable(const tm_sparse_w *s, int r0, int r1, int m, const
 	}
 }
 
-/* The WIN16 reference, in the AVX-512 kernels' order: within a window the slots go in pairs,
+/* The reference of the windowed formats, in the SIMD kernels' order: within a window the slots go in pairs,
  * the first of a pair to a0 and the second to a1, an odd last slot to a0; the result is
  * (a0 + a1) + bias, or (a0 + a1) * scale + bias for int8 values. */
-static void win16_groups_portable(const tm_sparse_w *s, int g0, int g1, int m, const float *x,
+static void win_groups_portable(const tm_sparse_w *s, int g0, int g1, int m, const float *x,
 				  const float *bias, bool relu, float *y)
 {
-	int n = s->n, k = s->k, nwin = s->nwin;
+	int n = s->n, k = s->k, L = s->lanes;
 	for (int g = g0; g < g1; g++) {
 		for (int i = 0; i < m; i++) {
 			const float *xr = x + (size_t)i * k;
-			float a0[SPARSE_LANES] = { 0 }, a1[SPARSE_LANES] = { 0 };
+			float a0[SPARSE_MAX_LANES] = { 0 }, a1[SPARSE_MAX_LANES] = { 0 };
 			size_t q = (size_t)s->group_slot[g];
-			for (int w = 0; w < nwin; w++) {
-				const float *xw = xr + w * SPARSE_STEP;
-				int c = s->win_slots[(size_t)g * nwin + w];
+			for (int64_t e = s->group_win[g]; e < s->group_win[g + 1]; e++) {
+				const float *xw = xr + (size_t)s->win_idx[e] * s->step;
+				int c = s->win_cnt[e];
 				for (int j = 0; j < c; j++, q++) {
 					float *a = (j & 1) ? a1 : a0;
-					const uint8_t *id = s->slot_idx + q * SPARSE_LANES;
-					for (int l = 0; l < SPARSE_LANES; l++) {
-						size_t at = q * SPARSE_LANES + l;
+					const uint8_t *id = s->slot_idx + q * L;
+					for (int l = 0; l < L; l++) {
+						size_t at = q * L + l;
 						float v = s->q8 ? (float)s->slot_val8[at] : s->slot_val[at];
 						if (v != 0.0f)
 							a[l] += v * xw[id[l]];
 					}
 				}
 			}
-			for (int l = 0; l < SPARSE_LANES; l++) {
-				int r = g * SPARSE_LANES + l;
+			for (int l = 0; l < L; l++) {
+				int r = g * L + l;
 				float sum = a0[l] + a1[l];
 				if (s->q8)
 					sum *= s->scale[r];
@@ -584,13 +622,13 @@ static void win16_groups_portable(const tm_sparse_w *s, int g0, int g1, int m, c
 
 typedef struct sparse_job {
 	const tm_sparse_w *s;
-	sparse_win16_fn win16;  /* WIN16 kernel, NULL for CSR */
+	sparse_win_fn win;      /* windowed kernel, NULL for CSR */
 	int m;
 	const float *x;
 	const float *bias;
 	bool relu;
 	float *y;
-	int units;              /* groups (WIN16) or rows (CSR) */
+	int units;              /* groups (windowed) or rows (CSR) */
 	int chunk;              /* units per task */
 } sparse_job;
 
@@ -599,17 +637,22 @@ static void sparse_task(void *arg, int task)
 	const sparse_job *j = arg;
 	int u0 = task * j->chunk;
 	int u1 = u0 + j->chunk < j->units ? u0 + j->chunk : j->units;
-	if (j->win16)
-		j->win16(j->s, u0, u1, j->m, j->x, j->bias, j->relu, j->y);
+	if (j->win)
+		j->win(j->s, u0, u1, j->m, j->x, j->bias, j->relu, j->y);
 	else
 		csr_rows_portable(j->s, u0, u1, j->m, j->x, j->bias, j->relu, j->y);
 }
 
 #define SPARSE_MT_MIN_MACS (1 << 17)  /* multiply-adds below which one thread does it all */
 
-static const sparse_kernels *kernels_for(tm_isa isa)
+/* The SIMD kernel of s's format that isa may run, or NULL (portable). */
+static const sparse_kernels *kernels_for(tm_isa isa, tm_sparse_format format)
 {
-	return isa >= TM_ISA_AVX512 ? &tm_sparse_avx512 : NULL;
+	if (isa >= TM_ISA_AVX512 && tm_sparse_avx512.format == format)
+		return &tm_sparse_avx512;
+	if (isa >= TM_ISA_AVX2 && tm_sparse_avx2.format == format)
+		return &tm_sparse_avx2;
+	return NULL;
 }
 
 void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const float *x,
@@ -618,7 +661,7 @@ void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const floa
 	if (m <= 0)
 		return;
 	tm_isa isa = ctx ? ctx->isa : TM_ISA_PORTABLE;
-	const sparse_kernels *ks = kernels_for(isa);
+	const sparse_kernels *ks = kernels_for(isa, s->format);
 	sparse_job j = {
 		.s = s,
 		.m = m,
@@ -627,8 +670,8 @@ void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const floa
 		.relu = act == TM_ACT_RELU,
 		.y = y,
 	};
-	if (s->format == TM_SPARSE_WIN16) {
-		j.win16 = ks ? ks->win16 : win16_groups_portable;
+	if (windowed(s->format)) {
+		j.win = ks ? ks->win : win_groups_portable;
 		j.units = s->groups;
 	} else {
 		j.units = s->n;
@@ -658,10 +701,10 @@ void tm_sparse_linear(const tm_ctx *ctx, int m, const tm_sparse_w *s, const floa
  * 1600x10, 128x384, 128x128, 512x128, 128x512) at batch 1, 4, 16 and 64, rounded up for noise
  * (docs/sparsity.md has the grid).  AVX-512 (WIN16): batch 1 crosses at 0.29-0.33 for 128
  * outputs and more, 0.50 for narrower layers (partly empty 16-row groups against dense weights
- * that fit L1); batches cross at 0.54-0.59 (0.65 for 10 outputs).  AVX2 has no sparse kernel
- * of its own (portable CSR against AVX2 dense): 0.86-0.93 at batch 1, above 0.95 for batches.
- * Portable CSR beats the portable dense kernel at any sparsity; its row is the point where
- * CSR (6 bytes per nonzero) stops storing more than dense (4 bytes per weight). */
+ * that fit L1); batches cross at 0.54-0.59 (0.65 for 10 outputs).  AVX2 (WIN8): batch 1 at
+ * 0.67-0.72, 0.81-0.82 for narrow layers; batches at 0.74-0.86.  Portable CSR beats the
+ * portable dense kernel at any sparsity; its row is the point where CSR (6 bytes per nonzero)
+ * stops storing more than dense (4 bytes per weight). */
 typedef struct sparse_break_even {
 	bool q8;          /* int8 values against the dense int8 layer (tm_qlinear) */
 	tm_isa isa;
@@ -670,20 +713,23 @@ typedef struct sparse_break_even {
 	double sparsity;
 } sparse_break_even;
 
-/* Int8 rows: WIN16/CSR with int8 values against tm_qlinear_forward (true int8 products, VNNI
- * on this machine), on 784x128: AVX-512 crosses at 0.89 for batch 1 and 0.91-0.93 for batch
- * 16 and 64; AVX2 (portable sparse kernel) at 0.97; portable at 0.70-0.72. */
+/* Int8 rows: the sparse formats with int8 values against tm_qlinear_forward (true int8
+ * products, VNNI on this machine), on 784x128: AVX-512 crosses at 0.89 for batch 1 and
+ * 0.91-0.93 for batch 16 and 64; AVX2 at 0.92 for batch 1 and not below 0.98 for batches
+ * (dense int8 wins); portable at 0.70-0.72. */
 static const sparse_break_even break_even_table[] = {
 	{ false, TM_ISA_AVX512, 1, 128, 0.35 },
 	{ false, TM_ISA_AVX512, 1, 0, 0.50 },
 	{ false, TM_ISA_AVX512, INT32_MAX, 128, 0.60 },
 	{ false, TM_ISA_AVX512, INT32_MAX, 0, 0.65 },
-	{ false, TM_ISA_AVX2, 1, 0, 0.93 },
-	{ false, TM_ISA_AVX2, INT32_MAX, 0, 0.97 },
+	{ false, TM_ISA_AVX2, 1, 128, 0.72 },
+	{ false, TM_ISA_AVX2, 1, 0, 0.85 },
+	{ false, TM_ISA_AVX2, INT32_MAX, 0, 0.88 },
 	{ false, TM_ISA_PORTABLE, INT32_MAX, 0, 0.34 },
 	{ true, TM_ISA_AVX512, 1, 0, 0.90 },
 	{ true, TM_ISA_AVX512, INT32_MAX, 0, 0.94 },
-	{ true, TM_ISA_AVX2, INT32_MAX, 0, 0.98 },
+	{ true, TM_ISA_AVX2, 1, 0, 0.93 },
+	{ true, TM_ISA_AVX2, INT32_MAX, 0, 0.99 },
 	{ true, TM_ISA_PORTABLE, INT32_MAX, 0, 0.75 },
 };
 
@@ -714,7 +760,7 @@ static bool decide(bool q8, tm_isa isa, int n, double sparsity, int m, char *why
 	double be = break_even(q8, isa, n, m);
 	bool sparse = sparsity >= be;
 	if (why && len) {
-		tm_sparse_format f = isa >= TM_ISA_AVX512 ? TM_SPARSE_WIN16 : TM_SPARSE_CSR;
+		tm_sparse_format f = auto_format(isa);
 		const char *t = q8 ? " int8" : "";
 		if (sparse)
 			snprintf(why, len, "sparse %s%s, %.1f%% zeros (break-even %.0f%%)",

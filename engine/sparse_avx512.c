@@ -11,6 +11,9 @@
 
 #include <immintrin.h>
 
+#define LANES 16  /* WIN16: rows per group, one register */
+#define STEP 16   /* window w covers columns [16 w, 16 w + 32) */
+
 // ---- helpers ----
 
 /* x[o .. o + 16) with the columns at or beyond k read as zero. */
@@ -41,8 +44,8 @@ static inline __attribute__((always_inline)) __m512 load_vals(const void *v, boo
 static inline void store_rows(const tm_sparse_w *s, int g, __m512 a0, __m512 a1,
 			      const float *bias, bool relu, float *y)
 {
-	int r0 = g * SPARSE_LANES;
-	int rows = s->n - r0 < SPARSE_LANES ? s->n - r0 : SPARSE_LANES;
+	int r0 = g * LANES;
+	int rows = s->n - r0 < LANES ? s->n - r0 : LANES;
 	__mmask16 mk = (__mmask16)(rows == 16 ? 0xffffu : (1u << rows) - 1);
 	__m512 acc = _mm512_add_ps(a0, a1);
 	if (s->q8)
@@ -60,19 +63,27 @@ static inline __attribute__((always_inline)) void
 win16_one_body(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
 	       float *y, bool q8)
 {
-	const int k = s->k, nwin = s->nwin;
+	const int k = s->k;
 	const size_t vsz = q8 ? 1 : sizeof(float);  /* bytes per value */
-	const uint8_t *cnt = s->win_slots + (size_t)g * nwin;
-	const uint8_t *id = s->slot_idx + (size_t)s->group_slot[g] * SPARSE_LANES;
+	const int32_t *wi = s->win_idx + s->group_win[g], *we = s->win_idx + s->group_win[g + 1];
+	const uint8_t *cnt = s->win_cnt + s->group_win[g];
+	const uint8_t *id = s->slot_idx + (size_t)s->group_slot[g] * LANES;
 	const uint8_t *v = (const uint8_t *)(q8 ? (const void *)s->slot_val8
 						: (const void *)s->slot_val) +
-			   (size_t)s->group_slot[g] * SPARSE_LANES * vsz;
+			   (size_t)s->group_slot[g] * LANES * vsz;
 	__m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-	__m512 xn = load_x(x, 0, k);
-	for (int w = 0; w < nwin; w++) {
-		__m512 xa = xn;
-		xn = load_x(x, (w + 1) * SPARSE_STEP, k);
-		int c = cnt[w];
+	const int wlast = k >= 2 * STEP ? (k - 2 * STEP) / STEP : -1;  /* inside x up to here */
+	for (; wi < we; wi++, cnt++) {
+		int w = *wi;
+		__m512 xa, xn;
+		if (w <= wlast) {
+			xa = _mm512_loadu_ps(x + w * STEP);
+			xn = _mm512_loadu_ps(x + w * STEP + STEP);
+		} else {
+			xa = load_x(x, w * STEP, k);
+			xn = load_x(x, w * STEP + STEP, k);
+		}
+		int c = *cnt;
 		for (; c >= 2; c -= 2, id += 32, v += 32 * vsz) {
 			__m512 p0 = _mm512_permutex2var_ps(xa, load_idx(id), xn);
 			__m512 p1 = _mm512_permutex2var_ps(xa, load_idx(id + 16), xn);
@@ -105,26 +116,41 @@ static inline __attribute__((always_inline)) void
 win16_four_body(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
 		float *y, bool q8)
 {
-	const int k = s->k, nwin = s->nwin, n = s->n;
+	const int k = s->k, n = s->n;
 	const size_t vsz = q8 ? 1 : sizeof(float);  /* bytes per value */
-	const uint8_t *cnt = s->win_slots + (size_t)g * nwin;
-	const uint8_t *id = s->slot_idx + (size_t)s->group_slot[g] * SPARSE_LANES;
+	const int32_t *wi = s->win_idx + s->group_win[g], *we = s->win_idx + s->group_win[g + 1];
+	const uint8_t *cnt = s->win_cnt + s->group_win[g];
+	const uint8_t *id = s->slot_idx + (size_t)s->group_slot[g] * LANES;
 	const uint8_t *v = (const uint8_t *)(q8 ? (const void *)s->slot_val8
 						: (const void *)s->slot_val) +
-			   (size_t)s->group_slot[g] * SPARSE_LANES * vsz;
+			   (size_t)s->group_slot[g] * LANES * vsz;
 	const float *x0 = x, *x1 = x + k, *x2 = x + 2 * (size_t)k, *x3 = x + 3 * (size_t)k;
 	__m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
 	__m512 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-	__m512 n0 = load_x(x0, 0, k), n1 = load_x(x1, 0, k);
-	__m512 n2 = load_x(x2, 0, k), n3 = load_x(x3, 0, k);
-	for (int w = 0; w < nwin; w++) {
-		int o = (w + 1) * SPARSE_STEP;
-		__m512 w0 = n0, w1 = n1, w2 = n2, w3 = n3;
-		n0 = load_x(x0, o, k);
-		n1 = load_x(x1, o, k);
-		n2 = load_x(x2, o, k);
-		n3 = load_x(x3, o, k);
-		int c = cnt[w];
+	const int wlast = k >= 2 * STEP ? (k - 2 * STEP) / STEP : -1;  /* inside x up to here */
+	for (; wi < we; wi++, cnt++) {
+		int w = *wi, o = w * STEP;
+		__m512 w0, w1, w2, w3, n0, n1, n2, n3;
+		if (w <= wlast) {
+			w0 = _mm512_loadu_ps(x0 + o);
+			w1 = _mm512_loadu_ps(x1 + o);
+			w2 = _mm512_loadu_ps(x2 + o);
+			w3 = _mm512_loadu_ps(x3 + o);
+			n0 = _mm512_loadu_ps(x0 + o + STEP);
+			n1 = _mm512_loadu_ps(x1 + o + STEP);
+			n2 = _mm512_loadu_ps(x2 + o + STEP);
+			n3 = _mm512_loadu_ps(x3 + o + STEP);
+		} else {
+			w0 = load_x(x0, o, k);
+			w1 = load_x(x1, o, k);
+			w2 = load_x(x2, o, k);
+			w3 = load_x(x3, o, k);
+			n0 = load_x(x0, o + STEP, k);
+			n1 = load_x(x1, o + STEP, k);
+			n2 = load_x(x2, o + STEP, k);
+			n3 = load_x(x3, o + STEP, k);
+		}
+		int c = *cnt;
 		for (; c >= 2; c -= 2, id += 32, v += 32 * vsz) {
 			__m512i i0 = load_idx(id), i1 = load_idx(id + 16);
 			__m512 v0 = load_vals(v, q8), v1 = load_vals(v + 16 * vsz, q8);
@@ -179,5 +205,6 @@ static void win16_groups(const tm_sparse_w *s, int g0, int g1, int m, const floa
 }
 
 const sparse_kernels tm_sparse_avx512 = {
-	.win16 = win16_groups,
+	.format = TM_SPARSE_WIN16,
+	.win = win16_groups,
 };

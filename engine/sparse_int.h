@@ -1,11 +1,12 @@
 /* sparse_int.h: what sparse.c (pruning, the storage formats, the portable kernels, the thread
- * split and the dispatcher) shares with the SIMD kernel file sparse_avx512.c.  It defines the
- * stored sparse matrix (struct tm_sparse_w) in its two formats and the kernel table a SIMD
- * file exports; the driver calls SIMD code only through that table.  The formats are
- * described in docs/sparsity.md: CSR over output rows, and WIN16, a sliced layout of 16 output
- * rows per group whose entries are read in "slots" of 16 lanes that all take their input from
- * one 32-column window of x, so a permute of two registers replaces a gather.  Either format
- * holds float values, or int8 values with one float scale per output row ("q8"). */
+ * split and the dispatcher) shares with the SIMD kernel files sparse_avx512.c and
+ * sparse_avx2.c.  It defines the stored sparse matrix (struct tm_sparse_w) and the kernel
+ * table a SIMD file exports; the driver calls SIMD code only through that table.  The formats
+ * are described in docs/sparsity.md: CSR over output rows, and the windowed formats WIN16 and
+ * WIN8, sliced layouts of 16 (8) output rows per group whose entries are read in "slots" of
+ * 16 (8) lanes that all take their input from one 32 (16) column window of x, so register
+ * permutes replace a gather.  Every format holds float values, or int8 values with one float
+ * scale per output row ("q8"). */
 #ifndef TM_SPARSE_INT_H
 #define TM_SPARSE_INT_H
 
@@ -16,19 +17,18 @@
 
 // ---- the stored matrix ----
 
-#define SPARSE_LANES 16   /* WIN16: output rows per group (one AVX-512 register) */
-#define SPARSE_STEP 16    /* WIN16: window w covers columns [16 w, 16 w + 32) */
-#define SPARSE_WIDTH 32
+#define SPARSE_MAX_LANES 16  /* lanes of the widest windowed format */
 
 struct tm_sparse_w {
 	int n, k;                  /* W is (n, k), PyTorch's (out, in) */
 	int64_t nnz;               /* stored nonzero weights */
-	tm_sparse_format format;   /* TM_SPARSE_CSR or TM_SPARSE_WIN16 */
+	tm_sparse_format format;   /* TM_SPARSE_CSR, TM_SPARSE_WIN16 or TM_SPARSE_WIN8 */
 	void *block;               /* the one allocation holding every array below */
 	size_t bytes;              /* its size: what the matrix costs in memory */
 
 	bool q8;                   /* values are int8 with one scale per row (tm_sparse_new_q8) */
-	float *scale;              /* q8: CSR (n) per row; WIN16 (groups, 16) per lane, 0 in padding */
+	float *scale;              /* q8: CSR (n) per row; windowed (groups, lanes) per lane, 0 in
+				    * padding lanes */
 
 	/* CSR (format CSR) */
 	float *val;                /* (nnz) values, row by row (NULL for q8) */
@@ -37,29 +37,38 @@ struct tm_sparse_w {
 	uint16_t *col16;           /* (nnz) column of each value when k <= 65536, else NULL */
 	int32_t *col32;            /* (nnz) column of each value when k > 65536, else NULL */
 
-	/* WIN16 (format WIN16) */
-	int groups;                /* ceil(n / 16) */
-	int nwin;                  /* windows per group: ceil(k / 16) */
+	/* windowed formats: WIN16 (16 lanes, step 16), WIN8 (8 lanes, step 8) */
+	int lanes;                 /* output rows per group: lane l of group g is row lanes g + l */
+	int step;                  /* window w covers columns [step w, step w + 2 step) */
+	int groups;                /* ceil(n / lanes) */
+	int nwin;                  /* windows per group: ceil(k / step) */
 	int64_t slots;             /* slots over all groups */
-	float *slot_val;           /* (slots, 16) value of lane l, 0 in padding lanes (NULL for q8) */
-	int8_t *slot_val8;         /* q8: (slots, 16) quantized value of lane l, 0 in padding */
-	uint8_t *slot_idx;         /* (slots, 16) column - 16 w of lane l, in [0, 32) */
+	float *slot_val;           /* (slots, lanes) value of each lane, 0 in padding (NULL for q8) */
+	int8_t *slot_val8;         /* q8: (slots, lanes) quantized value of each lane, 0 in padding */
+	uint8_t *slot_idx;         /* (slots, lanes) column - step w of each lane, in [0, 2 step) */
 	int32_t *group_slot;       /* (groups + 1) first slot of each group */
-	uint8_t *win_slots;        /* (groups, nwin) slots of each window, at most 16 */
+	int64_t windows;           /* windows with at least one slot, over all groups */
+	int32_t *group_win;        /* (groups + 1) first window entry of each group */
+	int32_t *win_idx;          /* (windows) window number w of each entry, ascending per group */
+	uint8_t *win_cnt;          /* (windows) its slots, 1 .. lanes */
 };
 
 // ---- kernel sets ----
 
-/* y rows [16 g0, min(n, 16 g1)) of m samples: Y(i, r) = act(sum_j W(r, j) X(i, j) + bias(r))
- * where act is ReLU when relu, else none (GELU is applied by the driver afterwards); bias may
- * be NULL.  x is (m, k), y is (m, n).  Sample i's results do not depend on m or on the range. */
-typedef void (*sparse_win16_fn)(const struct tm_sparse_w *s, int g0, int g1, int m,
-				const float *x, const float *bias, bool relu, float *y);
+/* The rows of groups [g0, g1) of a windowed matrix for m samples:
+ * Y(i, r) = act(sum_j W(r, j) X(i, j) + bias(r)) where act is ReLU when relu, else none (GELU
+ * is applied by the driver afterwards); bias may be NULL.  x is (m, k), y is (m, n).  Sample
+ * i's results do not depend on m or on the range. */
+typedef void (*sparse_win_fn)(const struct tm_sparse_w *s, int g0, int g1, int m,
+			      const float *x, const float *bias, bool relu, float *y);
 
+/* A kernel set: the windowed format it runs and its kernel. */
 typedef struct sparse_kernels {
-	sparse_win16_fn win16;
+	tm_sparse_format format;
+	sparse_win_fn win;
 } sparse_kernels;
 
-extern const sparse_kernels tm_sparse_avx512;  /* sparse_avx512.c, needs AVX-512 F/BW/VL */
+extern const sparse_kernels tm_sparse_avx512;  /* sparse_avx512.c: WIN16, needs AVX-512 F/BW/VL */
+extern const sparse_kernels tm_sparse_avx2;    /* sparse_avx2.c: WIN8, needs AVX2 + FMA */
 
 #endif
