@@ -6,9 +6,9 @@
  * Square 256, 512 and 1024 with the best kernels (target 3x, VNNI) and with the AVX2 kernels
  * forced on both sides (target 1.5x, what a machine without AVX-512 gets); batch 1 on the MLP's
  * 784 -> 128 layer from FP32 input (the int8 side includes quantizing the input) against FP32
- * tm_linear_packed; and the events' other layer shapes at batch 64 (informational).  Each row
- * alternates the two sides for several rounds and keeps the fastest repetition of each
- * (min-of-N, as the machine is shared and noisy). */
+ * tm_linear_packed; the transformer's projections at batch 1 and the events' other layer shapes
+ * at batch 64 (informational).  Each row alternates the two sides for several rounds and keeps
+ * the fastest repetition of each (min-of-N, as the machine is shared and noisy). */
 #include "bench.h"
 
 #include <stdlib.h>
@@ -192,6 +192,10 @@ void bench_int8(bench_ctx *b)
 			bench_square(b, TM_ISA_AVX2, squares[i], "_avx2", 1.5);
 	}
 	bench_layer(b, best, 1, 128, 784, 2.0);
+	/* batch 1 of the transformer's projections (one decoding step), informational */
+	static const int decode[][2] = { { 384, 128 }, { 128, 512 }, { 512, 128 } };
+	for (size_t l = 0; l < sizeof(decode) / sizeof(decode[0]); l++)
+		bench_layer(b, best, 1, decode[l][0], decode[l][1], 0);
 	static const int layers[][2] = {
 		{ 128, 784 }, { 64, 128 }, { 10, 1600 }, { 384, 128 }, { 128, 512 }, { 512, 128 },
 	};
