@@ -206,7 +206,7 @@ void tm_qlinear_weights(const tm_qlinear *ql, int8_t *q, float *scale);
 void tm_qlinear_forward(const tm_ctx *ctx, const tm_qlinear *ql, int m, const float *x,
 			tm_act act, float *y);
 /* Forward from int8 input xq (m, k) of scale x_scale; float output, or (the _q8 variant)
- * int8 output requantized with y_scale, for chaining layers (act NONE or RELU). */
+ * int8 output requantized with y_scale (as tm_quantize_act), for chaining layers. */
 void tm_qlinear_forward_q(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
 			  float x_scale, tm_act act, float *y);
 void tm_qlinear_forward_q8(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,

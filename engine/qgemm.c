@@ -594,7 +594,19 @@ void tm_qlinear_forward_q(const tm_ctx *ctx, const tm_qlinear *ql, int m, const 
 void tm_qlinear_forward_q8(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,
 			   float x_scale, tm_act act, float y_scale, int8_t *yq)
 {
-	forward_q(ctx, ql, m, xq, (size_t)ql->k, x_scale, QGEMM_OUT_S8, yq, act, 1.0f / y_scale);
+	if (act != TM_ACT_GELU) {
+		forward_q(ctx, ql, m, xq, (size_t)ql->k, x_scale, QGEMM_OUT_S8, yq, act,
+			  1.0f / y_scale);
+		return;
+	}
+	/* GELU is not fused: float output, GELU, then the same requantization */
+	if (m <= 0)
+		return;
+	size_t len = (size_t)m * ql->n;
+	float *y = buf_alloc(sizeof(float) * len);
+	tm_qlinear_forward_q(ctx, ql, m, xq, x_scale, TM_ACT_GELU, y);
+	tm_quantize_act(len, y, y_scale, yq);
+	free(y);
 }
 
 void tm_qgemm_s32(const tm_ctx *ctx, const tm_qlinear *ql, int m, const int8_t *xq,

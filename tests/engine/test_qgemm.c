@@ -512,6 +512,11 @@ START_TEST(test_forward_q8_and_gelu)
 		tm_gelu_forward_ctx(&ctx, (size_t)m * n, y, y);
 		tm_qlinear_forward(&ctx, ql, m, x, TM_ACT_GELU, yg);
 		ck_assert(same_bits(y, yg, sizeof(float) * m * n));
+		tm_qlinear_forward_q(&ctx, ql, m, xq, 1.0f / 127, TM_ACT_GELU, y);
+		tm_quantize_act((size_t)m * n, y, ys, want);
+		tm_qlinear_forward_q8(&ctx, ql, m, xq, 1.0f / 127, TM_ACT_GELU, ys, yq);
+		ck_assert_msg(same_bits(yq, want, (size_t)m * n), "%s gelu: int8 output",
+			      tm_qgemm_kernels_name(&ctx));
 	}
 	tm_qlinear_free(ql);
 	free(x);
