@@ -150,9 +150,9 @@ void tm_linear_packed(const tm_ctx *ctx, int m, const tm_packed_w *pw, const flo
 /* INT8 inference (docs/int8.md): symmetric int8 weights with one scale per output channel (or
  * per tensor), symmetric int8 activations with one calibrated scale per tensor, int8 x int8
  * products summed exactly in int32, then y = acc * (x_scale * w_scale[j]) + bias[j].  Kernels:
- * portable C, AVX2 (vpmaddubsw with the sign trick, exact), AVX-512 VNNI (vpdpbusd on u8 =
- * q + 128 with a precomputed correction); every set gives the same int32 sums and the same
- * float outputs.  ctx->isa selects the set (AVX512 uses VNNI where the CPU has it, else AVX2). */
+ * portable C, AVX2 (int8 weights widened to int16, vpmaddwd, exact), AVX-512 VNNI (vpdpbusd
+ * on u8 = q + 128 with a precomputed correction); every set gives the same int32 sums and the
+ * same float outputs.  ctx->isa selects the set (AVX512 uses VNNI where the CPU has it, else AVX2). */
 
 typedef enum tm_qgran {
 	TM_QGRAN_CHANNEL = 0,  /* one scale per output channel (row of W) */
