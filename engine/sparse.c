@@ -579,11 +579,11 @@ static void csr_rows_portable(const tm_sparse_w *s, int r0, int r1, int m, const
 	}
 }
 
-/* The reference of the windowed formats, in the SIMD kernels' order: within a window the slots go in pairs,
- * the first of a pair to a0 and the second to a1, an odd last slot to a0; the result is
- * (a0 + a1) + bias, or (a0 + a1) * scale + bias for int8 values. */
+/* The reference of the windowed formats, in the SIMD kernels' order: within a window the
+ * slots go in pairs, the first of a pair to a0 and the second to a1, an odd last slot to a0;
+ * the result is (a0 + a1) + bias, or (a0 + a1) * scale + bias for int8 values. */
 static void win_groups_portable(const tm_sparse_w *s, int g0, int g1, int m, const float *x,
-				  const float *bias, bool relu, float *y)
+				const float *bias, bool relu, float *y)
 {
 	int n = s->n, k = s->k, L = s->lanes;
 	for (int g = g0; g < g1; g++) {

@@ -1,16 +1,17 @@
-/* test_sparse.c: Check suite of engine/sparse*.c (formats CSR, WIN16 and WIN8).  Pruning: exact counts per tensor and
+/* test_sparse.c: Check suite of engine/sparse*.c.  Pruning: exact counts per tensor and
  * globally, every pruned |w| at most every kept |w|, ties broken by position, errors leave the
  * weights alone, masks keep pruned weights at zero through simulated optimizer steps.  Sparse
- * storage: the round trip to dense is exact, stored bytes equal the allocation's formula.
- * Sparse linear: both formats with every kernel set the CPU has, against a double-precision
- * reference and against the dense tm_linear on the same masked weights, at sparsities 0, 50%,
- * 90%, 99% and 100%, with empty rows, empty columns and an empty 16-row group, on odd shapes
- * (1, 3, 17, 63, 65, 129) and the MLP's 784x128, batch 1 and batches that leave 1-3 samples
- * after the groups of four; SIMD against the portable kernel of the same format; results
- * bit-identical for 1, 2 and 3 threads and independent of the batch.  The int8-valued
- * variant (prune then quantize) the same way against its dequantized weights q * scale, which
- * it must give back exactly and within half a step of w.  Tolerance:
- * |got - ref| / (1 + |ref|) <= 1e-5 * sqrt(k), as test_gemm.c. */
+ * storage (CSR, WIN16, WIN8): the round trip to dense is exact, stored bytes equal the
+ * allocation's formula.  Sparse linear: every format with every kernel set the CPU has,
+ * against a double-precision reference and against the dense tm_linear on the same masked
+ * weights, at sparsities 0, 50%, 90%, 99% and 100%, with empty rows, empty columns and an
+ * empty 16-row group, on odd shapes (1, 3, 17, 63, 65, 129), a k above 65536 and the MLP's
+ * 784x128, batch 1 and batches that leave samples after the groups of four (two); SIMD
+ * against the portable kernel of the same format; results bit-identical for 1, 2 and 3
+ * threads and independent of the batch.  The int8-valued variant (prune then quantize) the
+ * same way against its dequantized weights q * scale, which it must give back exactly and
+ * within half a step of w.  Tolerance: |got - ref| / (1 + |ref|) <= 1e-5 * sqrt(k), as
+ * test_gemm.c.  The fallback rule on hand-picked cases. */
 #include "tests.h"
 #include "engine.h"
 
