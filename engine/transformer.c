@@ -14,8 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TF_CHUNKS 16      /* fixed work split of the row-wise ops: results never depend on
-			   * the thread count */
+#define TF_CHUNKS 16      /* fixed work split of the element-wise ops */
 #define TF_GEN_ROWS 16    /* packed rows per forward when generating */
 #define TF_EVAL_ROWS 32   /* packed rows per forward in teacher-forced evaluation */
 
@@ -49,8 +48,8 @@ int tm_tf_spec_check(const tm_tf_spec *s, tm_err *err)
 		int v = *(const int *)((const char *)s + lim[i].off);
 		if (v < lim[i].lo || v > lim[i].hi)
 			return tm_err_set(err, TM_EINVAL, lim[i].name,
-					  "transformer: '%s' is %d, must be in [%d, %d]", lim[i].name,
-					  v, lim[i].lo, lim[i].hi);
+					  "transformer: '%s' is %d, must be in [%d, %d]",
+					  lim[i].name, v, lim[i].lo, lim[i].hi);
 	}
 	if (s->d_model % s->n_head != 0)
 		return tm_err_set(err, TM_EINVAL, "n_head",
@@ -236,7 +235,6 @@ struct tm_tf_acts {
 	float *dqkv;           /* (N, 3d) */
 	float *dff;            /* (N, ff) */
 	float *scratch;        /* attention backward */
-	float *part;           /* (TF_CHUNKS, 2d) LayerNorm gain/bias gradients per chunk */
 };
 
 /* With ar NULL, count bytes into *total; else carve from ar. */
@@ -297,7 +295,6 @@ static size_t acts_layout(tm_tf_acts *a, tm_arena *ar)
 		a->dff = take(ar, &total, n * ff * F);
 		a->scratch = take(ar, &total,
 				  tm_attention_scratch_floats(a->max_rows, s->ctx, s->n_head) * F);
-		a->part = take(ar, &total, (size_t)TF_CHUNKS * 2 * d * F);
 	}
 	return total;
 }
@@ -342,84 +339,19 @@ const float *tm_tf_acts_logits(const tm_tf_acts *a)
 	return a->logits;
 }
 
-// ---- row-wise ops over the pool ----
-/* The work is cut into TF_CHUNKS pieces whatever the thread count, and per-chunk partial
- * gradients are summed in chunk order, so results are identical for any pool. */
+// ---- element-wise ops over the pool ----
+/* The work is cut into TF_CHUNKS pieces whatever the thread count. */
 
 typedef struct par_job {
-	int rows, d;
 	size_t len;
-	const float *x, *gamma, *beta, *mean, *rstd, *dy;
-	float *y, *m, *r, *part;
+	const float *x;
+	float *y;
 } par_job;
 
 static void chunk_range(size_t n, int c, size_t *lo, size_t *hi)
 {
 	*lo = n * (size_t)c / TF_CHUNKS;
 	*hi = n * (size_t)(c + 1) / TF_CHUNKS;
-}
-
-static void ln_fwd_task(void *arg, int c)
-{
-	par_job *j = arg;
-	size_t lo, hi, d = (size_t)j->d;
-	chunk_range((size_t)j->rows, c, &lo, &hi);
-	if (hi > lo)
-		tm_layernorm_forward((int)(hi - lo), j->d, j->x + lo * d, j->gamma, j->beta,
-				     j->y + lo * d, j->m + lo, j->r + lo);
-}
-
-static void layernorm_fwd(const tm_ctx *ctx, int rows, int d, const float *x, const float *g,
-			  const float *b, float *y, float *mean, float *rstd)
-{
-	par_job j = { .rows = rows, .d = d, .x = x, .gamma = g, .beta = b, .y = y, .m = mean,
-		      .r = rstd };
-	tm_pool_run(ctx->pool, TF_CHUNKS, ln_fwd_task, &j);
-}
-
-static void ln_bwd_task(void *arg, int c)
-{
-	par_job *j = arg;
-	size_t lo, hi, d = (size_t)j->d;
-	chunk_range((size_t)j->rows, c, &lo, &hi);
-	float *pg = j->part + (size_t)c * 2 * d;
-	memset(pg, 0, 2 * d * sizeof(float));
-	if (hi > lo)
-		tm_layernorm_backward((int)(hi - lo), j->d, j->x + lo * d, j->gamma, j->mean + lo,
-				      j->rstd + lo, j->dy + lo * d, j->y + lo * d, pg, pg + d);
-}
-
-/* dx = LayerNorm backward (overwritten); dgamma, dbeta += their gradients. */
-static void layernorm_bwd(const tm_ctx *ctx, tm_tf_acts *a, int rows, int d, const float *x,
-			  const float *g, const float *mean, const float *rstd, const float *dy,
-			  float *dx, float *dg, float *db)
-{
-	par_job j = { .rows = rows, .d = d, .x = x, .gamma = g, .mean = mean, .rstd = rstd,
-		      .dy = dy, .y = dx, .part = a->part };
-	tm_pool_run(ctx->pool, TF_CHUNKS, ln_bwd_task, &j);
-	for (int c = 0; c < TF_CHUNKS; c++) {
-		const float *pg = a->part + (size_t)c * 2 * d;
-		for (int i = 0; i < d; i++) {
-			dg[i] += pg[i];
-			db[i] += pg[d + i];
-		}
-	}
-}
-
-static void gelu_fwd_task(void *arg, int c)
-{
-	par_job *j = arg;
-	size_t lo, hi;
-	chunk_range(j->len, c, &lo, &hi);
-	tm_gelu_forward(hi - lo, j->x + lo, j->y + lo);
-}
-
-static void gelu_bwd_task(void *arg, int c)
-{
-	par_job *j = arg;
-	size_t lo, hi;
-	chunk_range(j->len, c, &lo, &hi);
-	tm_gelu_backward(hi - lo, j->x + lo, j->dy + lo, j->y + lo);
 }
 
 static void add_task(void *arg, int c)
@@ -431,11 +363,11 @@ static void add_task(void *arg, int c)
 		j->y[i] += j->x[i];
 }
 
-static void par_run(const tm_ctx *ctx, tm_task_fn fn, size_t len, const float *x,
-		    const float *dy, float *y)
+/* y += x over len floats. */
+static void par_add(const tm_ctx *ctx, size_t len, const float *x, float *y)
 {
-	par_job j = { .len = len, .x = x, .dy = dy, .y = y };
-	tm_pool_run(ctx->pool, TF_CHUNKS, fn, &j);
+	par_job j = { .len = len, .x = x, .y = y };
+	tm_pool_run(ctx->pool, TF_CHUNKS, add_task, &j);
 }
 
 // ---- forward ----
@@ -489,26 +421,30 @@ int tm_transformer_forward(const tm_transformer *m, const tm_ctx *ctx, tm_tf_act
 		const tm_tf_block *w = &m->w.block[l];
 		tf_layer_acts *la = &a->layer[l];
 		float *next = a->layer[l + 1].x;
-		layernorm_fwd(ctx, n, d, la->x, w->ln1_w, w->ln1_b, la->ln1, la->mean1, la->rstd1);
+		tm_layernorm_forward_ctx(ctx, n, d, la->x, w->ln1_w, w->ln1_b, la->ln1, la->mean1,
+					 la->rstd1);
 		tm_linear(ctx, n, 3 * d, d, la->ln1, w->qkv_w, w->qkv_b, TM_ACT_NONE, la->qkv);
 		tm_attention_forward(ctx, b->rows, T, d, H, la->qkv, b->seg, la->att, la->attn);
 		tm_linear(ctx, n, d, d, la->attn, w->proj_w, w->proj_b, TM_ACT_NONE, la->xm);
-		par_run(ctx, add_task, (size_t)n * d, la->x, NULL, la->xm);
-		layernorm_fwd(ctx, n, d, la->xm, w->ln2_w, w->ln2_b, la->ln2, la->mean2, la->rstd2);
+		par_add(ctx, (size_t)n * d, la->x, la->xm);
+		tm_layernorm_forward_ctx(ctx, n, d, la->xm, w->ln2_w, w->ln2_b, la->ln2, la->mean2,
+					 la->rstd2);
 		tm_linear(ctx, n, ff, d, la->ln2, w->fc_w, w->fc_b, TM_ACT_NONE, la->fc);
-		par_run(ctx, gelu_fwd_task, (size_t)n * ff, la->fc, NULL, la->act);
+		tm_gelu_forward_ctx(ctx, (size_t)n * ff, la->fc, la->act);
 		/* at inference next aliases la->x, which is no longer needed */
 		tm_linear(ctx, n, d, ff, la->act, w->fc2_w, w->fc2_b, TM_ACT_NONE, next);
-		par_run(ctx, add_task, (size_t)n * d, la->xm, NULL, next);
+		par_add(ctx, (size_t)n * d, la->xm, next);
 	}
 
 	const float *xl = a->layer[s->n_layer].x;
 	a->n_out = b->n_out;
 	for (int i = 0; i < b->n_out; i++) {
 		a->idx[i] = b->out_idx ? b->out_idx[i] : i;
-		memcpy(a->xg + (size_t)i * d, xl + (size_t)a->idx[i] * d, sizeof(float) * (size_t)d);
+		memcpy(a->xg + (size_t)i * d, xl + (size_t)a->idx[i] * d,
+		       sizeof(float) * (size_t)d);
 	}
-	layernorm_fwd(ctx, b->n_out, d, a->xg, m->w.lnf_w, m->w.lnf_b, a->lnf, a->meanf, a->rstdf);
+	tm_layernorm_forward_ctx(ctx, b->n_out, d, a->xg, m->w.lnf_w, m->w.lnf_b, a->lnf, a->meanf,
+				 a->rstdf);
 	tm_linear(ctx, b->n_out, V, d, a->lnf, m->w.head_w, NULL, TM_ACT_NONE, a->logits);
 	if (b->targets) {
 		float l = tm_cross_entropy(b->n_out, V, a->logits, b->targets,
@@ -537,8 +473,8 @@ int tm_transformer_backward(tm_transformer *m, const tm_ctx *ctx, tm_tf_acts *a,
 
 	tm_linear_backward(ctx, a->n_out, V, d, a->lnf, m->w.head_w, a->dlogits, a->dlnf,
 			   g->head_w, NULL);
-	layernorm_bwd(ctx, a, a->n_out, d, a->xg, m->w.lnf_w, a->meanf, a->rstdf, a->dlnf,
-		      a->dxg, g->lnf_w, g->lnf_b);
+	tm_layernorm_backward_ctx(ctx, a->n_out, d, a->xg, m->w.lnf_w, a->meanf, a->rstdf,
+				  a->dlnf, a->dxg, g->lnf_w, g->lnf_b);
 	memset(a->dx, 0, sizeof(float) * (size_t)n * d);
 	for (int i = 0; i < a->n_out; i++) {
 		float *dst = a->dx + (size_t)a->idx[i] * d;
@@ -553,12 +489,12 @@ int tm_transformer_backward(tm_transformer *m, const tm_ctx *ctx, tm_tf_acts *a,
 		/* dx: gradient of the block output x + attn + mlp */
 		tm_linear_backward(ctx, n, d, ff, la->act, w->fc2_w, a->dx, a->dff, gb->fc2_w,
 				   gb->fc2_b);
-		par_run(ctx, gelu_bwd_task, (size_t)n * ff, la->fc, a->dff, a->dff);
+		tm_gelu_backward_ctx(ctx, (size_t)n * ff, la->fc, a->dff, a->dff);
 		tm_linear_backward(ctx, n, ff, d, la->ln2, w->fc_w, a->dff, a->dln, gb->fc_w,
 				   gb->fc_b);
-		layernorm_bwd(ctx, a, n, d, la->xm, w->ln2_w, la->mean2, la->rstd2, a->dln, a->dtmp,
-			      gb->ln2_w, gb->ln2_b);
-		par_run(ctx, add_task, (size_t)n * d, a->dtmp, NULL, a->dx);
+		tm_layernorm_backward_ctx(ctx, n, d, la->xm, w->ln2_w, la->mean2, la->rstd2,
+					  a->dln, a->dtmp, gb->ln2_w, gb->ln2_b);
+		par_add(ctx, (size_t)n * d, a->dtmp, a->dx);
 		/* dx: gradient of xm = x + proj(attn) */
 		tm_linear_backward(ctx, n, d, d, la->attn, w->proj_w, a->dx, a->dattn, gb->proj_w,
 				   gb->proj_b);
@@ -566,9 +502,9 @@ int tm_transformer_backward(tm_transformer *m, const tm_ctx *ctx, tm_tf_acts *a,
 				      a->dqkv, a->scratch);
 		tm_linear_backward(ctx, n, 3 * d, d, la->ln1, w->qkv_w, a->dqkv, a->dln, gb->qkv_w,
 				   gb->qkv_b);
-		layernorm_bwd(ctx, a, n, d, la->x, w->ln1_w, la->mean1, la->rstd1, a->dln, a->dtmp,
-			      gb->ln1_w, gb->ln1_b);
-		par_run(ctx, add_task, (size_t)n * d, a->dtmp, NULL, a->dx);
+		tm_layernorm_backward_ctx(ctx, n, d, la->x, w->ln1_w, la->mean1, la->rstd1,
+					  a->dln, a->dtmp, gb->ln1_w, gb->ln1_b);
+		par_add(ctx, (size_t)n * d, a->dtmp, a->dx);
 	}
 	tm_embedding_backward(n, d, b->tok, b->pos, a->dx, g->wte, g->wpe);
 	return 0;
@@ -629,7 +565,8 @@ static int gen_flush(gen_state *g, tm_err *err)
 		int q = g->who[k];
 		int32_t t = argmax(g->a->logits + (size_t)k * V, V);
 		g->out[(size_t)q * g->max_new + g->out_len[q]++] = t;
-		if (t == g->stop || g->out_len[q] == g->max_new || g->n_prompt[q] + g->out_len[q] >= T)
+		if (t == g->stop || g->out_len[q] == g->max_new ||
+		    g->n_prompt[q] + g->out_len[q] >= T)
 			g->done[q] = true;
 	}
 	g->r = g->fill = g->n_out = 0;

@@ -216,8 +216,8 @@ START_TEST(test_train_and_test_are_disjoint)
 		for (int j = 0; j < ex.prompt_len; j++)
 			h = (h ^ (uint8_t)ex.text[j]) * 1099511628211ull;
 		for (size_t s = h % SLOTS; slot[s]; s = (s + 1) % SLOTS)
-			ck_assert_msg(strcmp(slot[s], ex.text) != 0, "train example '%s' is in the test set",
-				      ex.text);
+			ck_assert_msg(strcmp(slot[s], ex.text) != 0,
+				      "train example '%s' is in the test set", ex.text);
 		/* the split holds out about one prompt in ten of the raw distribution */
 		tm_dec_sample(&r, task, &ex);
 		sampled++;
@@ -296,7 +296,7 @@ START_TEST(test_scoring)
 		int32_t gen[TM_DEC_MAX_LEN];
 		const tm_dec_example *e = &set[i];
 		int k = tm_dec_encode(e->text + e->prompt_len, e->len - e->prompt_len, gen);
-		/* perfect everywhere, except half of the prompts of task 3 get a wrong first token */
+		/* perfect, except that half the prompts of task 3 get a wrong first token */
 		if (e->task == 3 && i % 2 == 0)
 			gen[0] = gen[0] == 4 ? 5 : 4;
 		ck_assert_int_eq(tm_dec_score_add(&s, e, gen, k), !(e->task == 3 && i % 2 == 0));
