@@ -491,6 +491,46 @@ START_TEST(test_training_learns)
 }
 END_TEST
 
+/* A step budget is bit-reproducible, whatever the thread count. */
+START_TEST(test_training_is_deterministic)
+{
+	tm_decathlon_train_opts o;
+	tm_decathlon_train_defaults(&o);
+	o.spec.d_model = 32;
+	o.spec.n_head = 4;
+	o.spec.n_layer = 1;
+	o.spec.d_ff = 64;
+	o.rows = 3;
+	o.steps = 4;
+	o.warmup = 2;
+	o.eval_every = 0;
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	tm_ctx one = { .isa = tm_isa_best(&cpu) };
+	tm_ctx two = { .isa = one.isa, .pool = tm_pool_new(2) };
+	tm_transformer *m1, *m2, *m3;
+	tm_decathlon_train_stats s1, s2, s3;
+	tm_err e;
+	ck_assert_int_eq(tm_decathlon_train(&o, &one, &m1, &s1, NULL, &e), 0);
+	ck_assert_int_eq(tm_decathlon_train(&o, &two, &m2, &s2, NULL, &e), 0);
+	ck_assert(memcmp(m1->params, m2->params, sizeof(float) * m1->n_floats) == 0);
+	ck_assert(s1.final_loss == s2.final_loss);
+	ck_assert(s1.tokens == s2.tokens);
+	o.seed = 2;
+	ck_assert_int_eq(tm_decathlon_train(&o, &two, &m3, &s3, NULL, &e), 0);
+	ck_assert(memcmp(m1->params, m3->params, sizeof(float) * m1->n_floats) != 0);
+	tm_transformer_free(m1);
+	tm_transformer_free(m2);
+	tm_transformer_free(m3);
+	/* bad options are refused */
+	o.steps = 0;
+	o.minutes = 0;
+	ck_assert_int_eq(tm_decathlon_train(&o, &two, &m3, &s3, NULL, &e), TM_EINVAL);
+	ck_assert_ptr_null(m3);
+	tm_pool_free(two.pool);
+}
+END_TEST
+
 Suite *transformer_suite(void)
 {
 	Suite *s = suite_create("transformer");
@@ -501,6 +541,7 @@ Suite *transformer_suite(void)
 	tcase_add_test(tc, test_backward_finite_differences);
 	tcase_add_test(tc, test_save_load_bit_identical);
 	tcase_add_test(tc, test_generate);
+	tcase_add_test(tc, test_training_is_deterministic);
 	suite_add_tcase(s, tc);
 	TCase *slow = tcase_create("training");
 	tcase_set_timeout(slow, 180);
