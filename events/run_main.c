@@ -37,8 +37,9 @@ static const command commands[] = {
 	 "                         2 invalid, 3 over a resource limit"},
 	{"events", cmd_events, "", "list the events with their rules"},
 	{"train", cmd_train, "EVENT [options]",
-	 "train EVENT's reference model (mlp_sprint, cnn_marathon) on\n"
-	 "                         Fashion-MNIST, write DIR/models/EVENT.safetensors"},
+	 "train EVENT's reference model (mlp_sprint, cnn_marathon on\n"
+	 "                         Fashion-MNIST; transformer_decathlon on the ten tasks),\n"
+	 "                         write DIR/models/EVENT.safetensors"},
 };
 
 static void usage(FILE *out)
@@ -62,7 +63,9 @@ static void usage(FILE *out)
 		     "  --augment A        override the recipe's augmentation: none, flip, shift,\n"
 		     "                     flip,shift\n"
 		     "  --kernels NAME     auto, portable, avx2, avx512 (default auto)\n"
-		     "  --out FILE         weight file (default DIR/models/EVENT.safetensors)\n");
+		     "  --out FILE         weight file (default DIR/models/EVENT.safetensors)\n"
+		     "  --steps N          transformer_decathlon: training steps (default 3000)\n"
+		     "  --minutes M        transformer_decathlon: a wall-clock budget instead\n");
 }
 
 static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -220,6 +223,8 @@ typedef struct train_args {
 	long batch;     /* 0: the recipe's */
 	double lr;      /* 0: the recipe's */
 	int augment;    /* -1: the recipe's, else TM_AUG_* */
+	long steps;     /* transformer: 0: the recipe's */
+	double minutes; /* transformer: > 0: a wall-clock budget instead of steps */
 } train_args;
 
 static int train_parse(int argc, char **argv, train_args *a)
@@ -235,6 +240,8 @@ static int train_parse(int argc, char **argv, train_args *a)
 		{"lr", required_argument, NULL, 'l'},
 		{"batch", required_argument, NULL, 'b'},
 		{"augment", required_argument, NULL, 'a'},
+		{"steps", required_argument, NULL, 'S'},
+		{"minutes", required_argument, NULL, 'm'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -305,6 +312,20 @@ static int train_parse(int argc, char **argv, train_args *a)
 				return fail(EXIT_BADARGS, "train: --batch '%s', must be in [1, 4096]",
 					    optarg);
 			break;
+		case 'S':
+			if (!parse_long(optarg, 1, 1000000, &a->steps))
+				return fail(EXIT_BADARGS, "train: --steps '%s', must be in [1, 1000000]",
+					    optarg);
+			break;
+		case 'm': {
+			char *end;
+			errno = 0;
+			a->minutes = strtod(optarg, &end);
+			if (end == optarg || *end || errno || !(a->minutes > 0 && a->minutes <= 600))
+				return fail(EXIT_BADARGS, "train: --minutes '%s', must be in (0, 600]",
+					    optarg);
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			return 1;
@@ -316,9 +337,57 @@ static int train_parse(int argc, char **argv, train_args *a)
 		}
 	}
 	if (optind != argc - 1)
-		return fail(EXIT_BADARGS, "train: expected one EVENT (mlp_sprint, cnn_marathon), "
+		return fail(EXIT_BADARGS, "train: expected one EVENT (mlp_sprint, cnn_marathon, "
+			    "transformer_decathlon), "
 			    "got %d arguments", argc - optind);
 	a->event = argv[optind];
+	return 0;
+}
+
+/* The Decathlon's reference: the transformer trained on the ten tasks with the recipe of
+ * docs/decathlon.md, evaluated by greedy generation on the held-out prompts. */
+static int train_decathlon(const train_args *a)
+{
+	tm_err err = {0};
+	if (a->epochs || a->batch || a->lr > 0 || a->augment >= 0 || a->dataset_dir)
+		return fail(EXIT_BADARGS, "train: --epochs, --batch, --lr, --augment and "
+			    "--dataset-dir do not apply to transformer_decathlon (use --steps or "
+			    "--minutes)");
+	tm_decathlon_train_opts o;
+	tm_decathlon_train_defaults(&o);
+	o.seed = a->seed;
+	o.threads = (int)a->threads;
+	if (a->steps)
+		o.steps = (int)a->steps;
+	if (a->minutes > 0) {
+		o.steps = 0;
+		o.minutes = a->minutes;
+	}
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	if (tm_isa_parse(a->kernels, &cpu, &o.isa, &err) < 0)
+		return fail(EXIT_BADARGS, "train: --kernels: %s", err.msg);
+	char out[4096];
+	if (a->out)
+		snprintf(out, sizeof(out), "%s", a->out);
+	else if (snprintf(out, sizeof(out), "%s/models/transformer_decathlon.safetensors",
+			  a->data_dir) >= (int)sizeof(out))
+		return fail(EXIT_BADARGS, "train: --data-dir is too long");
+	int mk = make_parent_dirs(out);
+	if (mk < 0)
+		return fail(EXIT_INTERNAL, "train: cannot create the directory of '%s': %s", out,
+			    strerror(-mk));
+	o.out_path = out;
+	printf("train: event=transformer_decathlon steps=%d minutes=%g threads=%d kernels=%s "
+	       "seed=%llu\n", o.steps, o.steps ? 0.0 : o.minutes, o.threads, tm_isa_name(o.isa),
+	       (unsigned long long)o.seed);
+	fflush(stdout);
+	tm_decathlon_train_stats st;
+	if (tm_decathlon_train_reference(&o, stdout, &st, &err) < 0)
+		return fail(EXIT_INTERNAL, "train: %s", err.msg);
+	printf("result: event=transformer_decathlon points=%.1f train_seconds=%.1f steps=%d "
+	       "tokens_per_s=%.0f out=%s\n", st.score.total_points, st.seconds, st.steps,
+	       st.seconds > 0 ? st.tokens / st.seconds : 0.0, out);
 	return 0;
 }
 
@@ -328,6 +397,11 @@ static int cmd_train(int argc, char **argv)
 	int rc = train_parse(argc, argv, &a);
 	if (rc)
 		return rc == 1 ? 0 : rc;
+	if (strcmp(a.event, "transformer_decathlon") == 0)
+		return train_decathlon(&a);
+	if (a.steps || a.minutes > 0)
+		return fail(EXIT_BADARGS, "train: --steps and --minutes apply to "
+			    "transformer_decathlon only (use --epochs)");
 	tm_err err = {0};
 	tm_model_spec spec;
 	tm_train_config cfg;
