@@ -591,6 +591,9 @@ void tm_model_randomize(tm_model *m, uint64_t seed);
  * (zeroed) and the buffers backward needs.  Parameters are kept. */
 int tm_model_plan(tm_model *m, int max_batch, bool train, tm_err *err);
 
+/* Parameters and FLOPs per inference of a spec, computed from the same layer list tm_model_new
+ * builds but without allocating anything (validators use it for resource limits). */
+int tm_model_spec_counts(const tm_model_spec *s, int64_t *params, int64_t *flops, tm_err *err);
 int64_t tm_model_params(const tm_model *m);
 size_t tm_model_bytes(const tm_model *m);   /* bytes stored for all weight tensors */
 int64_t tm_model_flops(const tm_model *m);  /* per inference (one sample) */

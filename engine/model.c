@@ -461,6 +461,18 @@ int tm_model_plan(tm_model *m, int max_batch, bool train, tm_err *err)
 
 // ---- reporting ----
 
+int tm_model_spec_counts(const tm_model_spec *s, int64_t *params, int64_t *flops, tm_err *err)
+{
+	int rc = tm_model_spec_check(s, err);
+	if (rc < 0)
+		return rc;
+	tm_model *m = model_build(s);
+	*params = m->n_params;
+	*flops = tm_model_flops(m);
+	tm_model_free(m);
+	return 0;
+}
+
 int64_t tm_model_params(const tm_model *m)
 {
 	return m->n_params;

@@ -84,6 +84,16 @@ static const cfg_field fields[] = {
 	{ "batch_size", T_INT, 1, 10000, NULL, CNN, DIV_ANY, S_INT, AT(batch_size), 0 },
 };
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
+_Static_assert(N_FIELDS <= 64, "cfg_config.given has one bit per field row");
+
+/* Whether the document gave the field at path (a row of the table). */
+static bool cfg_given(const cfg_config *c, const char *path)
+{
+	for (size_t i = 0; i < N_FIELDS; i++)
+		if (strcmp(fields[i].path, path) == 0)
+			return (c->given >> i) & 1;
+	return false;
+}
 
 // ---- errors ----
 
@@ -225,10 +235,7 @@ static void cfg_value(const cfg_field *f, const cJSON *v, cfg_config *c, cfg_err
 			cfg_fail(errs, p, "'%s' is %s, must be an object", p, shown);
 			return;
 		}
-		if (strcmp(p, "optimize.quantize") == 0)
-			c->quantize = true;
-		if (strcmp(p, "optimize.prune") == 0)
-			c->prune = true;
+		c->given |= 1ull << (f - fields);
 		cfg_walk(v, p, c, errs);
 		return;
 	case T_INT:
@@ -269,6 +276,7 @@ static void cfg_value(const cfg_field *f, const cJSON *v, cfg_config *c, cfg_err
 			for (int i = 0; f->choices[i]; i++)
 				if (strcmp(v->valuestring, f->choices[i]) == 0) {
 					cfg_store_value(f, v, c, i);
+					c->given |= 1ull << (f - fields);
 					return;
 				}
 		}
@@ -296,10 +304,12 @@ static void cfg_value(const cfg_field *f, const cJSON *v, cfg_config *c, cfg_err
 			c->hidden[i++] = (int)el->valuedouble;
 		}
 		c->n_hidden = n;
+		c->given |= 1ull << (f - fields);
 		return;
 	}
 	}
 	cfg_store_value(f, v, c, 0);
+	c->given |= 1ull << (f - fields);
 }
 
 static void cfg_walk(const cJSON *obj, const char *prefix, cfg_config *c, cfg_errors *errs)
@@ -316,8 +326,10 @@ static void cfg_walk(const cJSON *obj, const char *prefix, cfg_config *c, cfg_er
 				 *prefix ? " in " : "", prefix, allowed);
 			continue;
 		}
-		if (strcmp(path, "event") == 0)
-			continue; /* read first, by cfg_parse */
+		if (strcmp(path, "event") == 0) {
+			c->given |= 1ull << (f - fields); /* read and checked first, by cfg_parse */
+			continue;
+		}
 		cfg_value(f, it, c, errs);
 	}
 }
@@ -361,57 +373,50 @@ void cfg_defaults(cfg_config *c, const ev_event *ev)
 	c->batch_size = 256;
 }
 
-/* Exact parameter and FLOP counts of the configured architecture (the formulas of
- * docs/models.md and docs/decathlon.md: a multiply-add is 2 FLOPs, a bias add 1), and a
- * conservative memory estimate: weights, gradients and two optimizer moments when training,
- * plus the activations of the largest batch. */
-static void cfg_estimate(cfg_config *c)
+/* Parameters and FLOPs per inference come from the engine, computed from the same layer list
+ * the model is built from (tm_model_spec_counts, tm_tf_spec_params, tm_tf_flops_per_token), so
+ * the validator and the worker cannot disagree.  Memory is an estimate: weights, gradients and
+ * two optimizer moments, plus the activations of the largest batch, plus 64 MiB. */
+static int cfg_estimate(cfg_config *c, cfg_errors *errs)
 {
-	int64_t params = 0, flops = 0, act = 0;
-	switch (c->event->id) {
-	case EV_MLP_SPRINT: {
-		int64_t in = 784;
-		for (int i = 0; i <= c->n_hidden; i++) {
-			int64_t out = i < c->n_hidden ? c->hidden[i] : 10;
-			params += in * out + out;
-			flops += 2 * in * out + out;
-			act += out;
-			in = out;
+	int64_t act; /* floats of activations and scratch */
+	if (c->event->id == EV_TRANSFORMER_DECATHLON) {
+		tm_tf_spec s = { .ctx = c->context, .d_model = c->d_model, .n_head = c->heads,
+				 .n_layer = c->layers, .d_ff = c->ffn, .vocab = tm_dec_vocab_size() };
+		c->params = (int64_t)tm_tf_spec_params(&s);
+		c->flops = (int64_t)tm_tf_flops_per_token(&s, s.ctx);
+		act = (int64_t)s.n_layer * ((int64_t)s.ctx * (12 * s.d_model + 2 * s.d_ff) +
+					    (int64_t)s.n_head * s.ctx * s.ctx) * 16;
+	} else {
+		tm_model_spec s;
+		if (c->event->id == EV_MLP_SPRINT)
+			tm_model_spec_mlp(&s, c->n_hidden, c->hidden);
+		else
+			tm_model_spec_cnn(&s, c->c1, c->c2);
+		tm_err err = { 0 };
+		if (tm_model_spec_counts(&s, &c->params, &c->flops, &err) < 0) {
+			cfg_fail(errs, "model", "model: %s", err.msg);
+			return -1;
 		}
-		act = (act + 784) * 256;
-		break;
+		if (c->event->id == EV_MLP_SPRINT) {
+			act = 784 + 10;
+			for (int i = 0; i < c->n_hidden; i++)
+				act += c->hidden[i];
+			act *= 256;
+		} else {
+			/* per image: conv1 output, conv2's im2col, conv2 output; times the batch */
+			int64_t c1 = c->c1, c2 = c->c2;
+			int64_t batch = c->batch_size > c->batch ? c->batch_size : c->batch;
+			act = (c1 * 26 * 26 * 2 + c1 * 9 * 11 * 11 + c2 * 11 * 11 * 2 + 784) * batch;
+		}
 	}
-	case EV_CNN_MARATHON: {
-		int64_t c1 = c->c1, c2 = c->c2;
-		params = c1 * 9 + c1 + c2 * c1 * 9 + c2 + c2 * 25 * 10 + 10;
-		flops = (2 * 9 * c1 + c1) * 26 * 26 + (2 * 9 * c1 * c2 + c2) * 11 * 11 +
-			2 * c2 * 25 * 10 + 10;
-		/* per image: conv1 out, im2col of conv2, conv2 out, times the batch */
-		act = (c1 * 26 * 26 * 2 + c1 * 9 * 11 * 11 + c2 * 11 * 11 * 2 + 784) *
-		      (int64_t)(c->batch_size > c->batch ? c->batch_size : c->batch);
-		break;
-	}
-	case EV_TRANSFORMER_DECATHLON: {
-		int64_t d = c->d_model, f = c->ffn, t = c->context, v = 64;
-		int64_t per_layer = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (f * d + f) + (d * f + d);
-		params = v * d + t * d + c->layers * per_layer + 2 * d + v * d;
-		/* per token at full context: the matmuls, attention scores and weighted sums */
-		flops = c->layers * (2 * (per_layer - 4 * d) + 4 * t * d) + 2 * d * v;
-		act = (int64_t)c->layers * (t * (12 * d + 2 * f) + c->heads * t * t) * 16;
-		break;
-	}
-	default:
-		break;
-	}
-	c->params = params;
-	c->flops = flops;
-	c->memory_bytes = params * 4 * 4 + act * 4 + ((int64_t)64 << 20);
+	c->memory_bytes = c->params * 4 * 4 + act * 4 + ((int64_t)64 << 20);
+	return 0;
 }
 
 static void cfg_check_rules(cfg_config *c, const cfg_limits *lim, cfg_errors *errs)
 {
-	if (c->quantize && c->calibration != CFG_CALIB_PERCENTILE &&
-	    c->calibration_percentile != 99.99)
+	if (cfg_given(c, "optimize.quantize.percentile") && c->calibration != CFG_CALIB_PERCENTILE)
 		cfg_fail(errs, "optimize.quantize.percentile",
 			 "'optimize.quantize.percentile' needs 'optimize.quantize.calibration' to be "
 			 "\"percentile\"");
@@ -422,11 +427,10 @@ static void cfg_check_rules(cfg_config *c, const cfg_limits *lim, cfg_errors *er
 	if (c->event->id == EV_TRANSFORMER_DECATHLON && c->d_model % c->heads != 0)
 		cfg_fail(errs, "model.heads", "'model.heads' is %d, must divide 'model.d_model' (%d)",
 			 c->heads, c->d_model);
-	if (c->event->id == EV_CNN_MARATHON && c->open && c->batch_size < 1)
-		cfg_fail(errs, "batch_size", "'batch_size' must be at least 1");
 
 	int before = errs->n;
-	cfg_estimate(c);
+	if (cfg_estimate(c, errs) < 0)
+		return;
 	if (c->params > lim->max_params)
 		cfg_fail(errs, "model", "the model has %lld parameters, the limit is %lld",
 			 (long long)c->params, (long long)lim->max_params);
@@ -503,8 +507,11 @@ int cfg_parse(const char *json, size_t len, const cfg_limits *lim, cfg_config *o
 	const cJSON *div = cJSON_GetObjectItemCaseSensitive(root, "division");
 	if (cJSON_IsString(div) && strcmp(div->valuestring, "open") == 0)
 		out->open = true;
-	if (event)
+	if (event) {
 		cfg_walk(root, "", out, errs);
+		out->quantize = cfg_given(out, "optimize.quantize");
+		out->prune = cfg_given(out, "optimize.prune");
+	}
 	if (errs->n == 0)
 		cfg_check_rules(out, lim, errs);
 	cJSON_Delete(root);

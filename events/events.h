@@ -335,6 +335,7 @@ typedef struct cfg_config {
 	int batch_size;                /* CNN Marathon: images per batch */
 
 	/* derived by the validator */
+	uint64_t given;                /* bit i: row i of the field table appeared in the document */
 	int64_t params;                /* parameters of the model before optimization */
 	int64_t flops;                 /* FLOPs per inference */
 	int64_t memory_bytes;          /* estimated peak memory */

@@ -38,6 +38,8 @@ START_TEST(test_valid_configs)
 	ck_assert_ptr_eq(c.event, ev_event_at(EV_MLP_SPRINT));
 	ck_assert(!c.open && !c.quantize && !c.prune);
 	ck_assert_int_eq(c.params, 109386); /* 784*128+128 + 128*64+64 + 64*10+10 */
+	ck_assert_int_eq(c.flops, 218570);  /* the engine's count: 2*in*out + out per layer */
+	ck_assert(c.given == 1); /* only 'event' (row 0) was given */
 	ck_assert_int_eq(c.threads, 1);
 
 	const char *design_example =
@@ -64,6 +66,9 @@ START_TEST(test_valid_configs)
 	ck_assert_int_eq(parse("{\"event\":\"transformer_decathlon\",\"optimize\":{\"kv_cache\":true,"
 			       "\"quantize\":{\"calibration\":\"percentile\",\"percentile\":99.9}}}", &c, &e), 0);
 	ck_assert(c.kv_cache && c.quantize);
+	/* The reference transformer: the engine's exact count (425,984, as the transformer suite
+	 * checks against the hand formula), not a re-derivation in the validator. */
+	ck_assert_int_eq(c.params, 425984);
 	ck_assert_int_eq(c.calibration, CFG_CALIB_PERCENTILE);
 	ck_assert_double_eq(c.calibration_percentile, 99.9);
 	/* Hostile text in the name is kept verbatim: escaping is the pages' job. */
@@ -100,6 +105,7 @@ static const struct bad_case {
 	{ "{\"event\":\"mlp_sprint\",\"optimize\":{\"quantize\":{\"dtype\":\"int4\"}}}", "optimize.quantize.dtype", "must be one of int8" },
 	{ "{\"event\":\"mlp_sprint\",\"optimize\":{\"quantize\":{\"calibration_samples\":0}}}", "optimize.quantize.calibration_samples", "[1, 10000]" },
 	{ "{\"event\":\"mlp_sprint\",\"optimize\":{\"quantize\":{\"percentile\":99.5}}}", "optimize.quantize.percentile", "needs 'optimize.quantize.calibration'" },
+	{ "{\"event\":\"mlp_sprint\",\"optimize\":{\"quantize\":{\"percentile\":99.99}}}", "optimize.quantize.percentile", "needs 'optimize.quantize.calibration'" },
 	{ "{\"event\":\"mlp_sprint\",\"optimize\":{\"kv_cache\":true}}", "optimize.kv_cache", "applies only to transformer_decathlon" },
 	{ "{\"event\":\"mlp_sprint\",\"batch_size\":32}", "batch_size", "applies only to cnn_marathon" },
 	{ "{\"event\":\"cnn_marathon\",\"batch_size\":0}", "batch_size", "[1, 10000]" },
