@@ -19,22 +19,13 @@ typedef struct api_auth {
 	db_team team;  /* when who == API_TEAM */
 } api_auth;
 
-/* Resolve "Authorization: Bearer TOKEN".  Returns 0, or fills rep with 401/503 and returns -1.
- * A missing header is anonymous (routes decide); a present but unknown token is 401. */
-static int api_authenticate(srv_app *app, const http_request *req, api_auth *auth,
-			    http_reply *rep)
+/* Resolve a token (from the header, or a form field named field) to the admin or a team.
+ * Returns 0, or fills rep with 401/503 and returns -1. */
+static int api_auth_token(srv_app *app, const char *token, const char *field, api_auth *auth,
+			  http_reply *rep)
 {
-	memset(auth, 0, sizeof(*auth));
-	const char *h = http_request_header(req, "Authorization");
-	if (!h)
-		return 0;
-	if (strncmp(h, "Bearer ", 7) != 0 || h[7] == '\0' || strlen(h + 7) > 200) {
-		http_reply_error(rep, 401, "unauthorized", "Authorization",
-				 "'Authorization' must be 'Bearer TOKEN' with a token of at most 200 bytes");
-		return -1;
-	}
 	uint8_t hash[32];
-	sha256(h + 7, strlen(h + 7), hash);
+	sha256(token, strlen(token), hash);
 	if (app->has_admin && ct_equal(hash, app->admin_hash, 32)) {
 		auth->who = API_ADMIN;
 		return 0;
@@ -44,12 +35,29 @@ static int api_authenticate(srv_app *app, const http_request *req, api_auth *aut
 		auth->who = auth->team.is_admin ? API_ADMIN : API_TEAM;
 		return 0;
 	}
-	if (rc == DB_NOTFOUND) {
-		http_reply_error(rep, 401, "unauthorized", "Authorization", "the token is not valid");
+	if (rc == DB_NOTFOUND)
+		http_reply_error(rep, 401, "unauthorized", field, "the token is not valid");
+	else
+		http_reply_error(rep, 503, "unavailable", NULL, "the database is busy, try again");
+	return -1;
+}
+
+/* Resolve "Authorization: Bearer TOKEN", or form_token when the header is absent (a browser
+ * form carries the token as a field).  Neither is anonymous (routes decide); a present but
+ * unknown token is 401. */
+static int api_authenticate(srv_app *app, const http_request *req, const char *form_token,
+			    api_auth *auth, http_reply *rep)
+{
+	memset(auth, 0, sizeof(*auth));
+	const char *h = http_request_header(req, "Authorization");
+	if (!h)
+		return form_token ? api_auth_token(app, form_token, "token", auth, rep) : 0;
+	if (strncmp(h, "Bearer ", 7) != 0 || h[7] == '\0' || strlen(h + 7) > 200) {
+		http_reply_error(rep, 401, "unauthorized", "Authorization",
+				 "'Authorization' must be 'Bearer TOKEN' with a token of at most 200 bytes");
 		return -1;
 	}
-	http_reply_error(rep, 503, "unavailable", NULL, "the database is busy, try again");
-	return -1;
+	return api_auth_token(app, h + 7, "Authorization", auth, rep);
 }
 
 /* Map a db status to a reply; returns true when rc was an error. */
@@ -128,7 +136,7 @@ static void api_team_create(void *app_, const http_request *req, http_reply *rep
 {
 	srv_app *app = app_;
 	api_auth auth;
-	if (api_authenticate(app, req, &auth, rep) != 0)
+	if (api_authenticate(app, req, NULL, &auth, rep) != 0)
 		return;
 	if (auth.who != API_ADMIN && !app->opts->open_registration) {
 		if (auth.who == API_ANON)
@@ -320,7 +328,6 @@ static void api_submission_create(void *app_, const http_request *req, http_repl
 	char *form[2] = { NULL, NULL }; /* config, token */
 	const char *config = req->body;
 	size_t config_len = req->body_len;
-	http_request authreq = *req;
 	if (api_is_form(req)) {
 		static const char *const names[] = { "config", "token" };
 		char err[160];
@@ -337,22 +344,8 @@ static void api_submission_create(void *app_, const http_request *req, http_repl
 		config_len = strlen(form[0]);
 	}
 	api_auth auth;
-	if (form[1] && !http_request_header(req, "Authorization")) {
-		/* A browser form carries the token as a field instead of a header. */
-		uint8_t hash[32];
-		sha256(form[1], strlen(form[1]), hash);
-		memset(&auth, 0, sizeof(auth));
-		int rc = db_team_by_token(app->db, hash, &auth.team);
-		if (rc == DB_NOTFOUND) {
-			http_reply_error(rep, 401, "unauthorized", "token", "the token is not valid");
-			goto out;
-		}
-		if (api_db_failed(app, rc, rep))
-			goto out;
-		auth.who = API_TEAM;
-	} else if (api_authenticate(app, &authreq, &auth, rep) != 0) {
+	if (api_authenticate(app, req, form[1], &auth, rep) != 0)
 		goto out;
-	}
 	if (auth.who == API_ANON) {
 		http_reply_error(rep, 401, "unauthorized", "Authorization",
 				 "submitting needs a team token: 'Authorization: Bearer TOKEN'");
@@ -440,7 +433,7 @@ static void api_submission_get(void *app_, const http_request *req, http_reply *
 		return;
 	}
 	api_auth auth;
-	if (api_authenticate(app, req, &auth, rep) != 0)
+	if (api_authenticate(app, req, NULL, &auth, rep) != 0)
 		return;
 	db_submission s;
 	int rc = db_submission_get(app->db, id, &s);
@@ -493,7 +486,7 @@ static void api_submission_cancel(void *app_, const http_request *req, http_repl
 		return;
 	}
 	api_auth auth;
-	if (api_authenticate(app, req, &auth, rep) != 0)
+	if (api_authenticate(app, req, NULL, &auth, rep) != 0)
 		return;
 	if (auth.who == API_ANON) {
 		http_reply_error(rep, 401, "unauthorized", "Authorization",

@@ -101,6 +101,16 @@ START_TEST(test_json_and_multipart_submission)
 	free(hdrs);
 	cJSON_Delete(j);
 
+	/* A wrong token in the form field is refused like a wrong header. */
+	n = snprintf(body, sizeof(body),
+		     "--XyZ\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\ntmlp_wrong\r\n"
+		     "--XyZ\r\nContent-Disposition: form-data; name=\"config\"\r\n\r\n%s\r\n--XyZ--\r\n", cnn);
+	j = req(&f, "POST", "/api/v1/submissions",
+		"Content-Type: multipart/form-data; boundary=XyZ\r\n", body, (size_t)n, &st, NULL);
+	ck_assert_int_eq(st, 401);
+	ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "field")->valuestring, "token");
+	cJSON_Delete(j);
+
 	/* Status: the owner sees the config, others and anonymous viewers do not. */
 	j = req(&f, "GET", "/api/v1/submissions/1", f.team1, NULL, 0, &st, NULL);
 	ck_assert_int_eq(st, 200);
