@@ -59,6 +59,9 @@ typedef struct tt_daemon {
 
 /* Extra arguments end with NULL.  Returns 0 once the daemon logs its port. */
 int tt_daemon_start(tt_daemon *d, const char *const *extra_args);
+/* The same with an admin token, written to DATA_DIR/admin.token and passed with
+ * --admin-token-file. */
+int tt_daemon_start_admin(tt_daemon *d, const char *admin_token, const char *const *extra_args);
 /* Send sig and wait; returns the exit status (or 128+signal). */
 int tt_daemon_stop(tt_daemon *d, int sig);
 

@@ -76,10 +76,24 @@ double tt_max_rel_diff(const float *a, const float *b, size_t n)
 
 int tt_daemon_start(tt_daemon *d, const char *const *extra_args)
 {
+	return tt_daemon_start_admin(d, NULL, extra_args);
+}
+
+int tt_daemon_start_admin(tt_daemon *d, const char *admin_token, const char *const *extra_args)
+{
 	memset(d, 0, sizeof(*d));
 	d->data_dir = tt_tmpdir("daemon");
 	if (!d->data_dir)
 		return -1;
+	char token_path[600];
+	snprintf(token_path, sizeof(token_path), "%s/admin.token", d->data_dir);
+	if (admin_token) {
+		FILE *f = fopen(token_path, "w");
+		if (!f)
+			return -1;
+		fputs(admin_token, f);
+		fclose(f);
+	}
 	char *bin = tt_build_path("tinymlperfd");
 	const char *argv[32];
 	int argc = 0;
@@ -88,6 +102,10 @@ int tt_daemon_start(tt_daemon *d, const char *const *extra_args)
 	argv[argc++] = "127.0.0.1:0";
 	argv[argc++] = "--data-dir";
 	argv[argc++] = d->data_dir;
+	if (admin_token) {
+		argv[argc++] = "--admin-token-file";
+		argv[argc++] = token_path;
+	}
 	for (int i = 0; extra_args && extra_args[i] && argc < 31; i++)
 		argv[argc++] = extra_args[i];
 	argv[argc] = NULL;

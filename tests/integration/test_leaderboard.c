@@ -25,15 +25,8 @@ static cJSON *get(tt_daemon *d, const char *path, int *st, const char *headers, 
 
 START_TEST(test_ranking_rules)
 {
-	char *dir = tt_tmpdir("lb");
-	char tokpath[600];
-	snprintf(tokpath, sizeof(tokpath), "%s/admin", dir);
-	FILE *fp = fopen(tokpath, "w");
-	fputs(ADMIN, fp);
-	fclose(fp);
 	tt_daemon d;
-	const char *args[] = { "--admin-token-file", tokpath, NULL };
-	ck_assert_int_eq(tt_daemon_start(&d, args), 0);
+	ck_assert_int_eq(tt_daemon_start_admin(&d, ADMIN, NULL), 0);
 	char admin[128], auth[3][128];
 	snprintf(admin, sizeof(admin), "Authorization: Bearer %s\r\n", ADMIN);
 	const char *names[3] = { "alpha", "=cmd|' /C calc'!A0", "<b>gamma</b>" };
@@ -136,8 +129,6 @@ START_TEST(test_ranking_rules)
 	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "rows")), 0);
 	cJSON_Delete(j);
 	ck_assert_int_eq(tt_daemon_stop(&d, SIGTERM), 0);
-	tt_rmtree(dir);
-	free(dir);
 }
 END_TEST
 

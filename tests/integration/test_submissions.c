@@ -13,7 +13,6 @@
 
 typedef struct fx {
 	tt_daemon d;
-	char *dir;
 	char admin[128];
 	char team1[128], team2[128];  /* "Authorization: Bearer ...\r\n" */
 	char token1[80];
@@ -45,15 +44,8 @@ static void make_team(fx *f, const char *name, char *auth, size_t len, char *tok
 
 static void start(fx *f, const char *quota_queued)
 {
-	f->dir = tt_tmpdir("subs");
-	char path[600];
-	snprintf(path, sizeof(path), "%s/admin.token", f->dir);
-	FILE *fp = fopen(path, "w");
-	fputs(ADMIN, fp);
-	fclose(fp);
-	const char *args[] = { "--admin-token-file", path, "--quota-queued", quota_queued,
-			       "--max-body", "65536", NULL };
-	ck_assert_int_eq(tt_daemon_start(&f->d, args), 0);
+	const char *args[] = { "--quota-queued", quota_queued, "--max-body", "65536", NULL };
+	ck_assert_int_eq(tt_daemon_start_admin(&f->d, ADMIN, args), 0);
 	snprintf(f->admin, sizeof(f->admin), "Authorization: Bearer %s\r\n", ADMIN);
 	make_team(f, "team one", f->team1, sizeof(f->team1), f->token1);
 	make_team(f, "team two", f->team2, sizeof(f->team2), NULL);
@@ -62,8 +54,6 @@ static void start(fx *f, const char *quota_queued)
 static void stop(fx *f)
 {
 	ck_assert_int_eq(tt_daemon_stop(&f->d, SIGTERM), 0);
-	tt_rmtree(f->dir);
-	free(f->dir);
 }
 
 static int64_t submit(fx *f, const char *auth, const char *config)

@@ -13,29 +13,19 @@
 
 typedef struct fixture {
 	tt_daemon d;
-	char *dir;
 	char auth[128];
 } fixture;
 
 static void start(fixture *f, bool open_registration)
 {
-	f->dir = tt_tmpdir("teams");
-	char path[600];
-	snprintf(path, sizeof(path), "%s/admin.token", f->dir);
-	FILE *fp = fopen(path, "w");
-	fprintf(fp, "%s\n", ADMIN);
-	fclose(fp);
-	const char *args[] = { "--admin-token-file", path,
-			       open_registration ? "--open-registration" : NULL, NULL };
-	ck_assert_int_eq(tt_daemon_start(&f->d, args), 0);
+	const char *args[] = { open_registration ? "--open-registration" : NULL, NULL };
+	ck_assert_int_eq(tt_daemon_start_admin(&f->d, ADMIN, args), 0);
 	snprintf(f->auth, sizeof(f->auth), "Authorization: Bearer %s\r\n", ADMIN);
 }
 
 static void stop(fixture *f)
 {
 	ck_assert_int_eq(tt_daemon_stop(&f->d, SIGTERM), 0);
-	tt_rmtree(f->dir);
-	free(f->dir);
 }
 
 /* POST a body; returns the status and the parsed JSON reply (caller deletes). */
