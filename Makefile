@@ -68,11 +68,16 @@ ENGINE_OBJS += engine/safetensors.o
 ENGINE_OBJS += engine/model.o
 ENGINE_OBJS += engine/transformer.o
 ENGINE_OBJS += engine/train.o
+ENGINE_OBJS += engine/prof.o
+ENGINE_OBJS += engine/infer.o
+ENGINE_OBJS += engine/tf_infer.o
 
 EVENTS_OBJS += events/stats.o
 EVENTS_OBJS += events/event.o
 EVENTS_OBJS += events/config.o
 EVENTS_OBJS += events/harness.o
+EVENTS_OBJS += events/run.o
+EVENTS_OBJS += events/sandbox.o
 
 SERVER_OBJS += server/opts.o
 SERVER_OBJS += server/log.o
@@ -81,6 +86,8 @@ SERVER_OBJS += server/schema.o
 SERVER_OBJS += server/http.o
 SERVER_OBJS += server/api.o
 SERVER_OBJS += server/sha256.o
+SERVER_OBJS += server/sched.o
+SERVER_OBJS += server/web.o
 
 TEST_OBJS += tests/main.o
 TEST_OBJS += tests/util.o
@@ -95,9 +102,13 @@ TEST_OBJS += tests/engine/test_safetensors.o
 TEST_OBJS += tests/engine/test_model.o
 TEST_OBJS += tests/engine/test_train.o
 TEST_OBJS += tests/engine/test_transformer.o
+TEST_OBJS += tests/engine/test_infer.o
+TEST_OBJS += tests/engine/test_tf_infer.o
 TEST_OBJS += tests/events/test_stats.o
 TEST_OBJS += tests/events/test_config.o
 TEST_OBJS += tests/events/test_harness.o
+TEST_OBJS += tests/events/test_run.o
+TEST_OBJS += tests/events/test_sandbox.o
 TEST_OBJS += tests/server/test_opts.o
 TEST_OBJS += tests/server/test_db.o
 TEST_OBJS += tests/server/test_sha256.o
@@ -106,12 +117,19 @@ TEST_OBJS += tests/integration/test_teams.o
 TEST_OBJS += tests/integration/test_api.o
 TEST_OBJS += tests/integration/test_submissions.o
 TEST_OBJS += tests/integration/test_leaderboard.o
+TEST_OBJS += tests/integration/test_sched.o
+TEST_OBJS += tests/integration/test_faults.o
+TEST_OBJS += tests/integration/test_pages.o
+TEST_OBJS += tests/integration/test_browser.o
 
 BENCH_OBJS += bench/bench.o
 BENCH_OBJS += bench/peak.o
 BENCH_OBJS += bench/bench_gemm.o
 BENCH_OBJS += bench/bench_int8.o
 BENCH_OBJS += bench/bench_sparse.o
+BENCH_OBJS += bench/bench_quality.o
+BENCH_OBJS += bench/bench_kv.o
+BENCH_OBJS += bench/bench_http.o
 
 $(BUILD)/engine/version.o: FINAL_CFLAGS += -DTM_GIT_REV='"$(GIT_REV)"'
 $(BUILD)/engine/version.o: .FORCE

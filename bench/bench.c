@@ -18,6 +18,9 @@ static const bench_section sections[] = {
 	{ "gemm", bench_gemm },
 	{ "int8", bench_int8 },
 	{ "sparse", bench_sparse },
+	{ "quality", bench_quality },
+	{ "kv", bench_kv },
+	{ "http", bench_http },
 };
 
 void bench_add(bench_ctx *b, const char *name, double value, const char *unit,

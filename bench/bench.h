@@ -44,6 +44,9 @@ void bench_peak(bench_ctx *b);
 void bench_gemm(bench_ctx *b);   /* bench_gemm.c: our sgemm vs OpenBLAS cblas_sgemm */
 void bench_int8(bench_ctx *b);   /* bench_int8.c: our INT8 GEMM vs our FP32 GEMM */
 void bench_sparse(bench_ctx *b); /* bench_sparse.c: sparse linear vs our fastest dense */
+void bench_quality(bench_ctx *b); /* bench_quality.c: accuracy after INT8 / pruning, end-to-end speed */
+void bench_kv(bench_ctx *b);     /* bench_kv.c: KV-cached vs uncached generation */
+void bench_http(bench_ctx *b);   /* bench_http.c: tinymlperfd under wrk vs a static MHD server */
 
 /* Measured FP32 FMA throughput of one core in GFLOP/s for the widest ISA the CPU has
  * (peak.c, built with AVX-512 flags and run only where the CPU supports them). */

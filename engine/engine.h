@@ -983,4 +983,148 @@ int tm_train(tm_model *m, const tm_ctx *ctx, const tm_dataset *train, const tm_d
 int tm_evaluate(tm_model *m, const tm_ctx *ctx, const tm_dataset *ds, double *accuracy,
 		tm_err *err);
 
+// ---- profiler (prof.c) ----
+/* Per-layer profile of inference: what ran in each layer, how long it took (CLOCK_MONOTONIC,
+ * tm_now_ns), its FLOPs (2 per multiply-add) and the bytes it touched (weights as stored plus
+ * the activations read and written).  Entries are summed over calls until tm_prof_reset, so a
+ * caller divides by calls for one inference.  Peak memory comes from the OS (getrusage). */
+
+#define TM_PROF_MAX 96
+
+typedef struct tm_prof_entry {
+	char layer[40];     /* "0", "3", "blocks.1.attn.qkv", "head" */
+	char op[16];        /* "linear", "conv3x3", "maxpool2", "attention", "layernorm", ... */
+	char kernel[64];    /* what ran: "f32 avx512 packed", "int8 avx512vnni", "sparse win16 f32" */
+	int64_t calls;
+	int64_t time_ns;    /* summed over calls */
+	int64_t flops;      /* summed over calls */
+	int64_t bytes;      /* summed over calls */
+} tm_prof_entry;
+
+typedef struct tm_prof {
+	int n;                          /* entries in use, in first-call order */
+	tm_prof_entry e[TM_PROF_MAX];
+} tm_prof;
+
+void tm_prof_reset(tm_prof *p);
+/* The entry named layer (created with op and kernel on first use); NULL when p is NULL or
+ * full, and tm_prof_add(NULL, ...) is a no-op, so callers need no checks. */
+tm_prof_entry *tm_prof_entry_get(tm_prof *p, const char *layer, const char *op,
+				 const char *kernel);
+void tm_prof_add(tm_prof_entry *e, int64_t time_ns, int64_t flops, int64_t bytes);
+/* Peak resident set size of this process so far (getrusage ru_maxrss), bytes; 0 if unknown. */
+int64_t tm_peak_rss_bytes(void);
+
+// ---- optimized inference of the MLP and the CNN (infer.c) ----
+/* An inference-only copy of a trained tm_model with the config's optimizations really applied:
+ * FP32 layers prepacked for the kernel set (tm_linear_pack), INT8 layers (tm_qlinear, int8
+ * conv) with activation scales calibrated on training images, unstructured magnitude pruning
+ * stored sparsely (tm_sparse_w, f32 or int8) where tm_sparse_decide says it pays and dense
+ * otherwise (the choice is reported per layer), and structured pruning that physically removes
+ * MLP neurons / CNN filters (smallest L1 norm) and shrinks the next layer's inputs.  Pruning
+ * may fine-tune on the training set for a bounded number of epochs with the mask (or the
+ * reduced architecture) held fixed.  Sizes are the bytes actually allocated for the stored
+ * weights of the representation that runs. */
+
+typedef struct tm_infer_opts {
+	int max_batch;               /* largest n of tm_infer_forward (>= 1) */
+	bool quantize;               /* int8 weights and activations */
+	tm_qgran gran;               /* per channel or per tensor weight scales */
+	int calib_samples;           /* training images for activation calibration (>= 1) */
+	tm_qcalib_method calib;      /* min/max or percentile */
+	double calib_percentile;     /* percentile calibration, in (0, 100] */
+	double sparsity;             /* 0: no pruning; unstructured: fraction of weights zeroed;
+				      * structured: fraction of hidden neurons / filters removed */
+	bool structured;
+	bool prune_global;           /* unstructured: one threshold over all layers */
+	int finetune_epochs;         /* after pruning, 0: none */
+	uint64_t seed;               /* fine-tuning shuffle and calibration sample choice */
+} tm_infer_opts;
+
+/* max_batch 1, no quantization (per channel, 512 samples, min/max, 99.99), no pruning, seed 1. */
+void tm_infer_opts_default(tm_infer_opts *o);
+
+typedef struct tm_infer_layer {
+	char name[16];               /* the source model's layer name */
+	tm_op op;
+	char kernel[64];             /* representation and kernel: "f32 packed avx512",
+				      * "int8 avx512vnni", "sparse csr f32, 90.0% zeros (break-even
+				      * 62%)", "dense int8: 40.0% zeros below break-even 75%" */
+	int in_c, out_c;             /* after structured pruning */
+	int64_t params;              /* weights + biases of the layer as built */
+	int64_t nonzero;             /* of those, nonzero */
+	size_t bytes;                /* bytes allocated for the stored weights */
+	int64_t flops;               /* per sample, dense count of the layer as built */
+} tm_infer_layer;
+
+typedef struct tm_infer_stats {
+	int64_t params;              /* parameters after structured pruning */
+	int64_t nonzero_params;
+	size_t bytes;                /* stored weight bytes, summed over layers */
+	int64_t flops;               /* per inference (one sample or one token), as built */
+} tm_infer_stats;
+
+typedef struct tm_infer tm_infer;
+/* Build from m (read only: pruning and fine-tuning work on a copy).  train supplies calibration
+ * images and fine-tuning data (may be NULL when neither is asked for); log (may be NULL) gets
+ * progress lines.  ctx chooses the kernel set and threads the layers are built for. */
+int tm_infer_new(const tm_model *m, const tm_infer_opts *o, const tm_ctx *ctx,
+		 const tm_dataset *train, FILE *log, tm_infer **out, tm_err *err);
+void tm_infer_free(tm_infer *inf);
+/* logits (n, classes) of n images (n <= max_batch); prof (may be NULL) gets one entry per layer. */
+int tm_infer_forward(tm_infer *inf, const tm_ctx *ctx, int n, const uint8_t *pixels,
+		     float *logits, tm_prof *prof, tm_err *err);
+/* Top-1 accuracy over all of ds in batches of max_batch. */
+int tm_infer_evaluate(tm_infer *inf, const tm_ctx *ctx, const tm_dataset *ds, double *accuracy,
+		      tm_err *err);
+void tm_infer_get_stats(const tm_infer *inf, tm_infer_stats *st);
+int tm_infer_n_layers(const tm_infer *inf);
+const tm_infer_layer *tm_infer_layer_at(const tm_infer *inf, int i);  /* NULL out of range */
+
+// ---- transformer inference: KV cache, INT8, pruning (tf_infer.c) ----
+/* An inference-only copy of a trained tm_transformer for greedy generation with the config's
+ * optimizations: a KV cache (per-layer K and V preallocated for the full context, prefill of
+ * the prompt, then one-token decode steps, reset between prompts); INT8 projections and FFN
+ * (tm_qlinear, activation scales calibrated on training prompts); structured pruning of
+ * attention heads and FFN neurons (removed physically, dependent matrices resized); and
+ * unstructured magnitude pruning of the block matrices stored sparsely where it pays.  Without
+ * any option it computes exactly what tm_transformer_generate does, and cached and uncached
+ * generation give identical tokens. */
+
+typedef struct tm_tf_infer_opts {
+	bool kv_cache;
+	bool quantize;               /* int8 qkv, proj, fc, fc2 and head */
+	tm_qgran gran;
+	int calib_prompts;           /* training examples used for calibration (>= 1) */
+	tm_qcalib_method calib;
+	double calib_percentile;
+	double prune_heads;          /* fraction of heads removed per layer (structured), 0: none */
+	double prune_ffn;            /* fraction of FFN neurons removed per layer, 0: none */
+	double sparsity;             /* unstructured, block matrices, 0: none */
+	uint64_t seed;
+} tm_tf_infer_opts;
+
+/* No cache, no quantization (per channel, 256 prompts, min/max, 99.99), no pruning, seed 1. */
+void tm_tf_infer_opts_default(tm_tf_infer_opts *o);
+
+typedef struct tm_tf_infer tm_tf_infer;
+/* Build from m (read only).  calib (n_calib examples, may be NULL when not quantizing) are
+ * training examples for activation calibration. */
+int tm_tf_infer_new(const tm_transformer *m, const tm_tf_infer_opts *o, const tm_ctx *ctx,
+		    const tm_dec_example *calib, int n_calib, tm_tf_infer **out, tm_err *err);
+void tm_tf_infer_free(tm_tf_infer *t);
+/* Greedy generation as tm_transformer_generate (same stop rule and return value); prof (may be
+ * NULL) gets one entry per layer, summed over the steps. */
+int tm_tf_infer_generate(tm_tf_infer *t, const tm_ctx *ctx, const int32_t *prompt, int n_prompt,
+			 int max_new, int32_t stop, int32_t *out, tm_prof *prof, tm_err *err);
+/* Decathlon points of the generated answers on n examples (as tm_decathlon_evaluate with
+ * generate = true). */
+int tm_tf_infer_evaluate(tm_tf_infer *t, const tm_ctx *ctx, const tm_dec_example *ex, int n,
+			 tm_dec_score *score, tm_err *err);
+void tm_tf_infer_get_stats(const tm_tf_infer *t, tm_infer_stats *st);
+/* One line per optimized matrix like tm_infer_layer (kernel choice, sizes); NULL out of range. */
+int tm_tf_infer_n_layers(const tm_tf_infer *t);
+const tm_infer_layer *tm_tf_infer_layer_at(const tm_tf_infer *t, int i);
+size_t tm_tf_infer_cache_bytes(const tm_tf_infer *t);  /* 0 without a cache */
+
 #endif

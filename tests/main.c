@@ -18,9 +18,13 @@ static const suite_fn suites[] = {
 	model_suite,
 	train_suite,
 	transformer_suite,
+	infer_suite,
+	tf_infer_suite,
 	stats_suite,
 	config_suite,
 	harness_suite,
+	run_suite,
+	sandbox_suite,
 	opts_suite,
 	db_suite,
 	sha256_suite,
@@ -29,6 +33,10 @@ static const suite_fn suites[] = {
 	api_suite,
 	submissions_suite,
 	leaderboard_suite,
+	sched_suite,
+	faults_suite,
+	pages_suite,
+	browser_suite,
 };
 
 int main(void)

@@ -33,6 +33,14 @@ Suite *teams_suite(void);
 Suite *api_suite(void);
 Suite *submissions_suite(void);
 Suite *leaderboard_suite(void);
+Suite *infer_suite(void);
+Suite *tf_infer_suite(void);
+Suite *run_suite(void);
+Suite *sandbox_suite(void);
+Suite *sched_suite(void);
+Suite *faults_suite(void);
+Suite *pages_suite(void);
+Suite *browser_suite(void);
 
 // ---- helpers (util.c) ----
 

@@ -4,6 +4,8 @@
 #include "engine.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 START_TEST(test_err_set_formats_and_returns_code)
@@ -91,6 +93,55 @@ START_TEST(test_pool_runs_every_task_once)
 }
 END_TEST
 
+START_TEST(test_prof_sums_by_layer_and_caps)
+{
+	tm_prof p;
+	tm_prof_reset(&p);
+	tm_prof_entry *a = tm_prof_entry_get(&p, "0", "linear", "f32");
+	tm_prof_add(a, 100, 2000, 64);
+	tm_prof_entry *b = tm_prof_entry_get(&p, "1", "relu", "f32");
+	tm_prof_add(b, 5, 0, 16);
+	tm_prof_add(tm_prof_entry_get(&p, "0", "ignored", "ignored"), 50, 2000, 64);
+	ck_assert_int_eq(p.n, 2);
+	ck_assert_str_eq(p.e[0].layer, "0");
+	ck_assert_str_eq(p.e[0].op, "linear");
+	ck_assert_int_eq(p.e[0].calls, 2);
+	ck_assert_int_eq(p.e[0].time_ns, 150);
+	ck_assert_int_eq(p.e[0].flops, 4000);
+	ck_assert_int_eq(p.e[0].bytes, 128);
+	ck_assert_int_eq(p.e[1].calls, 1);
+	/* A full table hands out NULL, which tm_prof_add ignores; NULL profiles are no-ops too. */
+	char name[16];
+	for (int i = 2; i < TM_PROF_MAX + 5; i++) {
+		snprintf(name, sizeof(name), "l%d", i);
+		tm_prof_add(tm_prof_entry_get(&p, name, "linear", "f32"), 1, 1, 1);
+	}
+	ck_assert_int_eq(p.n, TM_PROF_MAX);
+	ck_assert_ptr_null(tm_prof_entry_get(NULL, "0", "linear", "f32"));
+	tm_prof_add(NULL, 1, 1, 1);
+	/* A long name is cut, not overrun. */
+	tm_prof_reset(&p);
+	tm_prof_entry *c = tm_prof_entry_get(&p, "a-very-long-layer-name-that-does-not-fit-in-forty",
+					     "linear", "f32");
+	ck_assert_uint_eq(strlen(c->layer), sizeof(c->layer) - 1);
+}
+END_TEST
+
+START_TEST(test_peak_rss_grows_with_touched_memory)
+{
+	int64_t before = tm_peak_rss_bytes();
+	ck_assert_int_gt(before, 0);
+	size_t len = 64u << 20;
+	char *big = malloc(len);
+	ck_assert_ptr_nonnull(big);
+	memset(big, 1, len);  /* touched pages count as resident */
+	int64_t after = tm_peak_rss_bytes();
+	ck_assert_int_ge(after, before + (int64_t)(len / 2));
+	ck_assert_int_eq(big[len - 1], 1);
+	free(big);
+}
+END_TEST
+
 Suite *util_suite(void)
 {
 	Suite *s = suite_create("util");
@@ -99,6 +150,8 @@ Suite *util_suite(void)
 	tcase_add_test(tc, test_arena_aligns_and_refuses_overflow);
 	tcase_add_test(tc, test_isa_parse);
 	tcase_add_test(tc, test_pool_runs_every_task_once);
+	tcase_add_test(tc, test_prof_sums_by_layer_and_caps);
+	tcase_add_test(tc, test_peak_rss_grows_with_touched_memory);
 	suite_add_tcase(s, tc);
 	return s;
 }

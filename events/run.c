@@ -1,0 +1,2 @@
+/* run.c: placeholder while the module is written. */
+#include "events.h"

@@ -1,0 +1,2 @@
+/* sched.c: placeholder while the module is written. */
+#include "server.h"

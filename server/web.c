@@ -1,0 +1,2 @@
+/* web.c: placeholder while the module is written. */
+#include "server.h"
