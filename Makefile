@@ -220,7 +220,7 @@ bench:
 # ---- dependencies (Debian 12) ----
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libsqlite3-dev libcjson-dev \
-	libuv1-dev check zlib1g-dev libseccomp-dev dataset-fashion-mnist curl
+	libuv1-dev check zlib1g-dev libseccomp-dev dataset-fashion-mnist curl chromium
 DEB_BENCH_PKGS := libopenblas-dev wrk
 
 define apt_install_missing

@@ -137,18 +137,24 @@ int main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	uv_loop_init(&d.loop);
+	/* One route table: the API's rows, then the pages'. */
+	size_t n_routes = api_n_routes + web_n_routes;
+	http_route *routes = tm_xmalloc(n_routes * sizeof(*routes));
+	memcpy(routes, api_routes, api_n_routes * sizeof(*routes));
+	memcpy(routes + api_n_routes, web_routes, web_n_routes * sizeof(*routes));
 	http_config hc = {
 		.listen = opts.listen,
 		.max_connections = opts.max_connections,
 		.conn_timeout_s = opts.conn_timeout_s,
 		.max_body_bytes = opts.max_body_bytes,
 		.log = &d.log,
-		.routes = api_routes,
-		.n_routes = api_n_routes,
+		.routes = routes,
+		.n_routes = n_routes,
 		.app = &app,
 	};
 	if (http_server_start(&d.http, &d.loop, &hc, err, sizeof(err)) != 0) {
 		log_error(&d.log, "cannot start http", "error=\"%s\"", err);
+		free(routes);
 		db_close(store);
 		uv_loop_close(&d.loop);
 		return EX_UNAVAILABLE;
@@ -165,6 +171,7 @@ int main(int argc, char **argv)
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	uv_loop_close(&d.loop);
 	db_close(store);
+	free(routes);
 	log_info(&d.log, "stopped", "%s", "status=0");
 	return 0;
 }

@@ -250,4 +250,10 @@ typedef struct srv_app {
 extern const http_route api_routes[];
 extern const size_t api_n_routes;
 
+// ---- web pages (web.c) ----
+/* The HTML pages (leaderboard, event, submit, submission) and the static files of web/,
+ * served next to the API; main.c appends these rows to the API's route table. */
+extern const http_route web_routes[];
+extern const size_t web_n_routes;
+
 #endif
