@@ -151,6 +151,7 @@ LIB := $(BUILD)/libtinymlperf.a
 DAEMON := $(BUILD)/tinymlperfd
 RUNNER := $(BUILD)/tinymlperf-run
 TESTS := $(BUILD)/tm-tests
+FAKE_WORKER := $(BUILD)/tm-fake-worker
 BENCH := $(BUILD)/tm-bench
 
 B = $(addprefix $(BUILD)/,$(1))
@@ -181,8 +182,12 @@ $(RUNNER): $(BUILD)/events/run_main.o $(LIB)
 	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)
 
 $(call B,$(TEST_OBJS)): FINAL_CFLAGS += $(CHECK_CFLAGS) -Itests
-$(TESTS): $(call B,$(TEST_OBJS)) $(call B,$(SERVER_OBJS)) $(LIB) | $(DAEMON) $(RUNNER)
+$(TESTS): $(call B,$(TEST_OBJS)) $(call B,$(SERVER_OBJS)) $(LIB) | $(DAEMON) $(RUNNER) $(FAKE_WORKER)
 	$(CC) $(FINAL_LDFLAGS) -o $@ $(filter %.o %.a,$^) $(CHECK_LIBS) $(FINAL_LIBS)
+
+# A worker that misbehaves on request, for the daemon's fault tests.
+$(FAKE_WORKER): $(BUILD)/tests/fake_worker.o
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(FINAL_LIBS)
 
 tests: $(TESTS)
 

@@ -6,6 +6,8 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -208,6 +210,18 @@ static void api_healthz(void *app_, const http_request *req, http_reply *rep)
 	cJSON_AddStringToObject(root, "git_revision", tm_git_revision());
 	cJSON_AddNumberToObject(root, "schema_version", db_schema_version(app->db));
 	cJSON_AddNumberToObject(root, "uptime_s", (double)(tm_now_ns() - app->started_ns) / 1e9);
+	if (app->sched) {
+		sched_metrics m;
+		sched_get_metrics(app->sched, &m);
+		cJSON *w = cJSON_AddObjectToObject(root, "workers");
+		cJSON_AddNumberToObject(w, "slots", m.slots);
+		cJSON_AddNumberToObject(w, "busy", m.busy);
+		cJSON_AddNumberToObject(root, "queued", (double)m.queued);
+		cJSON *refs = cJSON_AddObjectToObject(root, "references");
+		for (int i = 0; i < EV_COUNT; i++)
+			cJSON_AddStringToObject(refs, ev_event_at(i)->name,
+						sched_reference_state(app->sched, i));
+	}
 	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));
 	cJSON_Delete(root);
 }
@@ -419,6 +433,7 @@ static void api_submission_create(void *app_, const http_request *req, http_repl
 	cJSON_Delete(root);
 	log_info(app->log, "submission accepted", "id=%lld team=%lld event=%s", (long long)id,
 		 (long long)auth.team.id, c.event->name);
+	sched_kick(app->sched);
 out:
 	free(form[0]);
 	free(form[1]);
@@ -515,6 +530,319 @@ static void api_submission_cancel(void *app_, const http_request *req, http_repl
 	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));
 	cJSON_Delete(root);
 	log_info(app->log, "submission cancelled", "id=%lld", (long long)id);
+	sched_cancel(app->sched, id);
+}
+
+// ---- server-sent progress ----
+
+/* One event-stream connection: text waiting to be sent, fed by the stored progress first and
+ * then by the scheduler; a keep-alive comment every 15 s also notices a client that left. */
+typedef struct sse_conn {
+	srv_app *app;
+	int64_t id;
+	char *buf;                /* (cap) pending text: buf[off, len) */
+	size_t off, len, cap;
+	int last_seq;             /* progress lines sent */
+	bool done;                /* end the stream once buf is drained */
+	bool released;            /* the connection is gone */
+	sched_sub *sub;
+	http_stream *stream;
+	uv_timer_t keepalive;
+} sse_conn;
+
+#define SSE_MAX_PENDING (1u << 20)
+
+static void sse_append(sse_conn *c, const char *event, int seq, const char *data)
+{
+	size_t need = strlen(event) + strlen(data) + 48;
+	if (c->len - c->off + need > SSE_MAX_PENDING) {
+		c->done = true;  /* a client that does not read: stop feeding it */
+		return;
+	}
+	if (c->off > 0 && c->len + need > c->cap) {
+		memmove(c->buf, c->buf + c->off, c->len - c->off);
+		c->len -= c->off;
+		c->off = 0;
+	}
+	if (c->len + need > c->cap) {
+		size_t cap = c->cap ? c->cap : 4096;
+		while (cap < c->len + need)
+			cap *= 2;
+		c->buf = tm_xrealloc(c->buf, cap);
+		c->cap = cap;
+	}
+	int n;
+	if (seq > 0)
+		n = snprintf(c->buf + c->len, c->cap - c->len, "id: %d\nevent: %s\ndata: %s\n\n", seq,
+			     event, data);
+	else if (event[0])
+		n = snprintf(c->buf + c->len, c->cap - c->len, "event: %s\ndata: %s\n\n", event, data);
+	else
+		n = snprintf(c->buf + c->len, c->cap - c->len, "%s", data);
+	if (n > 0)
+		c->len += (size_t)n;
+}
+
+static bool status_terminal(const char *status)
+{
+	return strcmp(status, "finished") == 0 || strcmp(status, "failed") == 0 ||
+	       strcmp(status, "cancelled") == 0;
+}
+
+static void sse_on_progress(void *arg, int seq, const char *line)
+{
+	sse_conn *c = arg;
+	if (seq <= c->last_seq)
+		return;
+	c->last_seq = seq;
+	sse_append(c, "progress", seq, line);
+}
+
+static void sse_on_event(void *arg, const char *event, const char *data)
+{
+	sse_conn *c = arg;
+	if (c->done)
+		return;
+	if (strcmp(event, "progress") == 0) {
+		cJSON *o = cJSON_Parse(data);
+		const cJSON *seq = cJSON_GetObjectItemCaseSensitive(o, "seq");
+		if (cJSON_IsNumber(seq))
+			sse_on_progress(c, seq->valueint, data);
+		cJSON_Delete(o);
+	} else {
+		sse_append(c, event, 0, data);
+		cJSON *o = cJSON_Parse(data);
+		const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
+		if (cJSON_IsString(st) && status_terminal(st->valuestring))
+			c->done = true;
+		cJSON_Delete(o);
+	}
+	http_stream_wake(c->stream);
+}
+
+static long sse_read(void *arg, char *buf, size_t max)
+{
+	sse_conn *c = arg;
+	size_t avail = c->len - c->off;
+	if (avail == 0)
+		return c->done ? -1 : 0;
+	size_t n = avail < max ? avail : max;
+	memcpy(buf, c->buf + c->off, n);
+	c->off += n;
+	if (c->off == c->len)
+		c->off = c->len = 0;
+	return (long)n;
+}
+
+static void sse_attach(void *arg, http_stream *s)
+{
+	((sse_conn *)arg)->stream = s;
+}
+
+static void sse_on_keepalive(uv_timer_t *t)
+{
+	sse_conn *c = t->data;
+	sse_append(c, "", 0, ": keep-alive\n\n");
+	http_stream_wake(c->stream);
+}
+
+static void sse_free(uv_handle_t *h)
+{
+	sse_conn *c = h->data;
+	free(c->buf);
+	free(c);
+}
+
+static void sse_release(void *arg)
+{
+	sse_conn *c = arg;
+	c->released = true;
+	if (c->sub && c->app->sched)
+		sched_unsubscribe(c->app->sched, c->sub);
+	c->sub = NULL;
+	c->stream = NULL;
+	uv_timer_stop(&c->keepalive);
+	uv_close((uv_handle_t *)&c->keepalive, sse_free);
+}
+
+static const http_stream_ops sse_ops = { sse_read, sse_attach, sse_release };
+
+static void api_submission_events(void *app_, const http_request *req, http_reply *rep)
+{
+	srv_app *app = app_;
+	int64_t id;
+	if (!api_parse_id(req->params[0], &id)) {
+		http_reply_error(rep, 404, "not_found", "id", "no submission '%.40s'", req->params[0]);
+		return;
+	}
+	db_submission s;
+	int rc = db_submission_get(app->db, id, &s);
+	if (rc == DB_NOTFOUND) {
+		http_reply_error(rep, 404, "not_found", "id", "no submission %lld", (long long)id);
+		return;
+	}
+	if (api_db_failed(app, rc, rep))
+		return;
+	sse_conn *c = tm_xcalloc(1, sizeof(*c));
+	c->app = app;
+	c->id = id;
+	/* A reconnecting EventSource says where it stopped. */
+	const char *last = http_request_header(req, "Last-Event-ID");
+	if (last) {
+		char *end;
+		long v = strtol(last, &end, 10);
+		if (*end == '\0' && v > 0 && v < INT_MAX)
+			c->last_seq = (int)v;
+	}
+	sse_append(c, "", 0, "retry: 2000\n\n");
+	if (!status_terminal(s.status)) {
+		char data[64];
+		snprintf(data, sizeof(data), "{\"status\":\"%s\"}", s.status);
+		sse_append(c, "status", 0, data);
+	}
+	db_progress_list(app->db, id, c->last_seq, sse_on_progress, c);
+	if (status_terminal(s.status)) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "status", s.status);
+		if (s.error)
+			cJSON_AddStringToObject(o, "error", s.error);
+		char *json = cJSON_PrintUnformatted(o);
+		cJSON_Delete(o);
+		sse_append(c, "status", 0, json ? json : "{}");
+		free(json);
+		c->done = true;
+	} else if (app->sched) {
+		c->sub = sched_subscribe(app->sched, id, sse_on_event, c);
+	} else {
+		c->done = true;
+	}
+	db_submission_release(&s);
+	uv_timer_init(app->loop, &c->keepalive);
+	c->keepalive.data = c;
+	if (!c->done)
+		uv_timer_start(&c->keepalive, sse_on_keepalive, 15000, 15000);
+	rep->status = 200;
+	rep->content_type = "text/event-stream";
+	rep->stream = &sse_ops;
+	rep->stream_arg = c;
+}
+
+// ---- metrics (Prometheus text format) ----
+
+static void metric_line(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void metric_line(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+		va_end(ap);
+		if (n >= 0 && (size_t)n < *cap - *len) {
+			*len += (size_t)n;
+			return;
+		}
+		*cap *= 2;
+		*buf = tm_xrealloc(*buf, *cap);
+	}
+}
+
+static void api_metrics(void *app_, const http_request *req, http_reply *rep)
+{
+	(void)req;
+	srv_app *app = app_;
+	size_t cap = 16384, len = 0;
+	char *b = tm_xmalloc(cap);
+	b[0] = '\0';
+	static const char *const status_names[5] = { "queued", "running", "finished", "failed",
+						      "cancelled" };
+	int64_t counts[5];
+	if (db_status_counts(app->db, counts) == DB_OK) {
+		metric_line(&b, &len, &cap, "# HELP tinymlperf_submissions Submissions by status.\n"
+			    "# TYPE tinymlperf_submissions gauge\n");
+		for (int i = 0; i < 5; i++)
+			metric_line(&b, &len, &cap, "tinymlperf_submissions{status=\"%s\"} %lld\n",
+				    status_names[i], (long long)counts[i]);
+		metric_line(&b, &len, &cap, "# HELP tinymlperf_queue_depth Submissions waiting for a "
+			    "worker.\n# TYPE tinymlperf_queue_depth gauge\ntinymlperf_queue_depth %lld\n",
+			    (long long)counts[0]);
+	}
+	if (app->sched) {
+		sched_metrics m;
+		sched_get_metrics(app->sched, &m);
+		metric_line(&b, &len, &cap, "# HELP tinymlperf_worker_slots Worker slots.\n"
+			    "# TYPE tinymlperf_worker_slots gauge\ntinymlperf_worker_slots %d\n"
+			    "# HELP tinymlperf_worker_slots_busy Worker slots running a job.\n"
+			    "# TYPE tinymlperf_worker_slots_busy gauge\n"
+			    "tinymlperf_worker_slots_busy %d\n", m.slots, m.busy);
+		metric_line(&b, &len, &cap, "# HELP tinymlperf_jobs_started_total Worker jobs started.\n"
+			    "# TYPE tinymlperf_jobs_started_total counter\n"
+			    "tinymlperf_jobs_started_total %llu\n", (unsigned long long)m.started);
+		metric_line(&b, &len, &cap, "# HELP tinymlperf_worker_failures_total Failed "
+			    "submissions by reason.\n# TYPE tinymlperf_worker_failures_total counter\n");
+		for (int i = 0; sched_failure_name(i); i++)
+			metric_line(&b, &len, &cap,
+				    "tinymlperf_worker_failures_total{reason=\"%s\"} %llu\n",
+				    sched_failure_name(i), (unsigned long long)m.failures[i]);
+		metric_line(&b, &len, &cap, "# HELP tinymlperf_reference_ready Whether an event's "
+			    "reference model exists (1) or not (0).\n"
+			    "# TYPE tinymlperf_reference_ready gauge\n");
+		for (int i = 0; i < EV_COUNT; i++)
+			metric_line(&b, &len, &cap,
+				    "tinymlperf_reference_ready{event=\"%s\",state=\"%s\"} %d\n",
+				    ev_event_at(i)->name, sched_reference_state(app->sched, i),
+				    strcmp(sched_reference_state(app->sched, i), "ready") == 0);
+	}
+	if (app->http) {
+		const http_route_stats *st = http_server_stats(app->http);
+		metric_line(&b, &len, &cap, "# HELP tinymlperf_http_requests_total HTTP requests by "
+			    "route and status class.\n# TYPE tinymlperf_http_requests_total counter\n");
+		for (size_t r = 0; r <= app->n_routes; r++) {
+			char route[160];
+			if (r < app->n_routes)
+				snprintf(route, sizeof(route), "%s %s", app->routes[r].method,
+					 app->routes[r].pattern);
+			else
+				snprintf(route, sizeof(route), "unmatched");
+			for (int k = 1; k < 6; k++)
+				if (st[r].by_class[k])
+					metric_line(&b, &len, &cap, "tinymlperf_http_requests_total{"
+						    "route=\"%s\",code=\"%dxx\"} %llu\n", route, k,
+						    (unsigned long long)st[r].by_class[k]);
+		}
+		metric_line(&b, &len, &cap, "# HELP tinymlperf_http_request_duration_seconds Time to "
+			    "answer a request, by route.\n"
+			    "# TYPE tinymlperf_http_request_duration_seconds histogram\n");
+		for (size_t r = 0; r <= app->n_routes; r++) {
+			if (!st[r].requests)
+				continue;
+			char route[160];
+			if (r < app->n_routes)
+				snprintf(route, sizeof(route), "%s %s", app->routes[r].method,
+					 app->routes[r].pattern);
+			else
+				snprintf(route, sizeof(route), "unmatched");
+			for (int k = 0; k < HTTP_LAT_BUCKETS; k++)
+				metric_line(&b, &len, &cap, "tinymlperf_http_request_duration_seconds_bucket{"
+					    "route=\"%s\",le=\"%g\"} %llu\n", route, http_lat_bounds_s[k],
+					    (unsigned long long)st[r].buckets[k]);
+			metric_line(&b, &len, &cap, "tinymlperf_http_request_duration_seconds_bucket{"
+				    "route=\"%s\",le=\"+Inf\"} %llu\n"
+				    "tinymlperf_http_request_duration_seconds_sum{route=\"%s\"} %.9f\n"
+				    "tinymlperf_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+				    route, (unsigned long long)st[r].requests, route, st[r].sum_s, route,
+				    (unsigned long long)st[r].requests);
+		}
+	}
+	metric_line(&b, &len, &cap, "# HELP tinymlperf_uptime_seconds Seconds since start-up.\n"
+		    "# TYPE tinymlperf_uptime_seconds gauge\ntinymlperf_uptime_seconds %.3f\n",
+		    (double)(tm_now_ns() - app->started_ns) / 1e9);
+	free(rep->body);
+	rep->status = 200;
+	rep->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	rep->body = b;
+	rep->len = len;
 }
 
 // ---- leaderboard ----
@@ -780,6 +1108,8 @@ const http_route api_routes[] = {
 	{ "POST", "/api/v1/submissions", api_submission_create },
 	{ "GET", "/api/v1/submissions/{}", api_submission_get },
 	{ "DELETE", "/api/v1/submissions/{}", api_submission_cancel },
+	{ "GET", "/api/v1/submissions/{}/events", api_submission_events },
+	{ "GET", "/metrics", api_metrics },
 	{ "GET", "/api/v1/leaderboard/{}", api_leaderboard },
 };
 const size_t api_n_routes = sizeof(api_routes) / sizeof(api_routes[0]);

@@ -2,6 +2,7 @@
  * whose number is above PRAGMA user_version, each in its own transaction.  Migration 1 is
  * schema.sql (embedded at build time by schema.S). */
 #include "server.h"
+#include "events.h"
 
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -25,6 +26,19 @@ enum db_stmt_id {
 	ST_SUB_CANCEL,
 	ST_LB_ROWS,
 	ST_LB_COUNT,
+	ST_JOB_NEXT,
+	ST_JOB_START,
+	ST_REQUEUE_FAIL,
+	ST_REQUEUE_ALL,
+	ST_JOB_REQUEUE,
+	ST_JOB_FAIL,
+	ST_RESULT_INSERT,
+	ST_TIMING_INSERT,
+	ST_JOB_DONE,
+	ST_PROGRESS_INSERT,
+	ST_PROGRESS_LIST,
+	ST_STATUS_COUNTS,
+	ST_TIMINGS,
 	ST_COUNT
 };
 
@@ -68,6 +82,43 @@ static const char *const db_stmt_sql[ST_COUNT] = {
 	[ST_SUB_CANCEL] = "UPDATE submissions SET status = 'cancelled', "
 			  "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
 			  "WHERE id = ?1 AND status IN ('queued', 'running')",
+	/* ?1..?3 the events whose reference exists (NULL otherwise), ?4 the team served last:
+	 * the next team above it (wrapping around), its oldest submission. */
+	/* (one parameter per event: EV_COUNT is 3) */
+	[ST_JOB_NEXT] = "SELECT id, team_id, event, division, config, attempts FROM submissions "
+			"WHERE status = 'queued' AND event IN (?1, ?2, ?3) "
+			"ORDER BY team_id <= ?4, team_id, id LIMIT 1",
+	[ST_JOB_START] = "UPDATE submissions SET status = 'running', attempts = attempts + 1, "
+			 "worker_slot = ?2, error = NULL, "
+			 "started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+			 "WHERE id = ?1 AND status = 'queued'",
+	[ST_REQUEUE_FAIL] = "UPDATE submissions SET status = 'failed', "
+			    "error = printf('interrupted while running %d times (daemon stopped or "
+			    "killed); giving up', attempts), "
+			    "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+			    "WHERE status = 'running' AND attempts >= ?1",
+	[ST_REQUEUE_ALL] = "UPDATE submissions SET status = 'queued', worker_slot = NULL "
+			   "WHERE status = 'running'",
+	[ST_JOB_REQUEUE] = "UPDATE submissions SET status = 'queued', worker_slot = NULL, "
+			   "attempts = max(attempts - 1, 0) WHERE id = ?1 AND status = 'running'",
+	[ST_JOB_FAIL] = "UPDATE submissions SET status = 'failed', error = ?2, "
+			"finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+			"WHERE id = ?1 AND status = 'running'",
+	[ST_RESULT_INSERT] = "INSERT INTO results(submission_id, event, division, valid, gate_passed, "
+			     "speedup, speedup_ci_low, speedup_ci_high, quality, latency_p90_ns, "
+			     "throughput, model_bytes, compression, result) "
+			     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+	[ST_TIMING_INSERT] = "INSERT INTO timings(submission_id, series, seq, ns) "
+			     "VALUES (?1, ?2, ?3, ?4)",
+	[ST_JOB_DONE] = "UPDATE submissions SET status = 'finished', "
+			"finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+			"WHERE id = ?1 AND status = 'running'",
+	[ST_PROGRESS_INSERT] = "INSERT OR REPLACE INTO progress(submission_id, seq, line) "
+			       "VALUES (?1, ?2, ?3)",
+	[ST_PROGRESS_LIST] = "SELECT seq, line FROM progress WHERE submission_id = ?1 AND seq > ?2 "
+			     "ORDER BY seq",
+	[ST_STATUS_COUNTS] = "SELECT status, count(*) FROM submissions GROUP BY status",
+	[ST_TIMINGS] = "SELECT ns FROM timings WHERE submission_id = ?1 AND series = ?2 ORDER BY seq",
 };
 
 struct db {
@@ -484,6 +535,243 @@ int db_leaderboard(db *d, const char *event, const char *division, bool all, int
 		fn(arg, &row);
 		free(row.config);
 	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? DB_OK : db_map(rc);
+}
+
+// ---- jobs (the scheduler's side) ----
+
+/* Run a prepared UPDATE bound by the caller; *changed gets the rows it changed. */
+static int db_update(db *d, sqlite3_stmt *st, int *changed)
+{
+	int rc = sqlite3_step(st);
+	int ext = sqlite3_extended_errcode(d->h);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_map(ext);
+	if (changed)
+		*changed = sqlite3_changes(d->h);
+	return DB_OK;
+}
+
+static int db_commit_or_rollback(db *d, int rc)
+{
+	if (rc == DB_OK)
+		rc = db_step_done(d, ST_COMMIT);
+	if (rc != DB_OK)
+		db_step_done(d, ST_ROLLBACK);
+	return rc;
+}
+
+int db_job_claim(db *d, int64_t after_team, const bool *ready, int slot, db_job *out)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = db_step_done(d, ST_BEGIN);
+	if (rc != DB_OK)
+		return rc;
+	sqlite3_stmt *st = db_stmt(d, ST_JOB_NEXT);
+	if (!st)
+		return db_commit_or_rollback(d, DB_ERROR);
+	for (int i = 0; i < EV_COUNT; i++) {
+		if (ready[i])
+			sqlite3_bind_text(st, i + 1, ev_event_at(i)->name, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(st, i + 1);
+	}
+	sqlite3_bind_int64(st, 4, after_team);
+	int s = sqlite3_step(st);
+	if (s == SQLITE_ROW) {
+		out->id = sqlite3_column_int64(st, 0);
+		out->team_id = sqlite3_column_int64(st, 1);
+		col_copy(st, 2, out->event, sizeof(out->event));
+		col_copy(st, 3, out->division, sizeof(out->division));
+		out->config = col_dup(st, 4);
+		out->attempts = sqlite3_column_int(st, 5) + 1;
+		rc = out->config ? DB_OK : DB_ERROR;
+	} else {
+		rc = s == SQLITE_DONE ? DB_NOTFOUND : db_map(sqlite3_extended_errcode(d->h));
+	}
+	sqlite3_reset(st);
+	if (rc == DB_OK) {
+		st = db_stmt(d, ST_JOB_START);
+		int changed = 0;
+		if (!st) {
+			rc = DB_ERROR;
+		} else {
+			sqlite3_bind_int64(st, 1, out->id);
+			sqlite3_bind_int(st, 2, slot);
+			rc = db_update(d, st, &changed);
+			if (rc == DB_OK && changed != 1)
+				rc = DB_CONFLICT;
+		}
+	}
+	if (rc == DB_NOTFOUND) {
+		db_step_done(d, ST_ROLLBACK);
+		return rc;
+	}
+	rc = db_commit_or_rollback(d, rc);
+	if (rc != DB_OK)
+		db_job_release(out);
+	return rc;
+}
+
+void db_job_release(db_job *j)
+{
+	free(j->config);
+	j->config = NULL;
+}
+
+int db_requeue_running(db *d, int max_attempts, int *requeued, int *failed)
+{
+	*requeued = *failed = 0;
+	int rc = db_step_done(d, ST_BEGIN);
+	if (rc != DB_OK)
+		return rc;
+	sqlite3_stmt *st = db_stmt(d, ST_REQUEUE_FAIL);
+	if (!st)
+		return db_commit_or_rollback(d, DB_ERROR);
+	sqlite3_bind_int(st, 1, max_attempts);
+	rc = db_update(d, st, failed);
+	if (rc == DB_OK) {
+		st = db_stmt(d, ST_REQUEUE_ALL);
+		rc = st ? db_update(d, st, requeued) : DB_ERROR;
+	}
+	return db_commit_or_rollback(d, rc);
+}
+
+static int db_update_id(db *d, enum db_stmt_id id_stmt, int64_t id, const char *text)
+{
+	sqlite3_stmt *st = db_stmt(d, id_stmt);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_int64(st, 1, id);
+	if (text)
+		sqlite3_bind_text(st, 2, text, -1, SQLITE_TRANSIENT);
+	int changed = 0;
+	int rc = db_update(d, st, &changed);
+	return rc != DB_OK ? rc : changed == 1 ? DB_OK : DB_CONFLICT;
+}
+
+int db_job_requeue(db *d, int64_t id)
+{
+	return db_update_id(d, ST_JOB_REQUEUE, id, NULL);
+}
+
+int db_job_fail(db *d, int64_t id, const char *error)
+{
+	return db_update_id(d, ST_JOB_FAIL, id, error);
+}
+
+static int db_insert_timings(db *d, int64_t id, const char *series, const int64_t *ns, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_stmt *st = db_stmt(d, ST_TIMING_INSERT);
+		if (!st)
+			return DB_ERROR;
+		sqlite3_bind_int64(st, 1, id);
+		sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (int64_t)i);
+		sqlite3_bind_int64(st, 4, ns[i]);
+		int rc = db_update(d, st, NULL);
+		if (rc != DB_OK)
+			return rc;
+	}
+	return DB_OK;
+}
+
+int db_job_finish(db *d, int64_t id, const char *event, const char *division,
+		  const db_result *r)
+{
+	int rc = db_step_done(d, ST_BEGIN);
+	if (rc != DB_OK)
+		return rc;
+	rc = db_update_id(d, ST_JOB_DONE, id, NULL);
+	if (rc == DB_OK) {
+		sqlite3_stmt *st = db_stmt(d, ST_RESULT_INSERT);
+		if (!st) {
+			rc = DB_ERROR;
+		} else {
+			sqlite3_bind_int64(st, 1, id);
+			sqlite3_bind_text(st, 2, event, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(st, 3, division, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_int(st, 4, r->valid);
+			sqlite3_bind_int(st, 5, r->gate_passed);
+			sqlite3_bind_double(st, 6, r->speedup);
+			sqlite3_bind_double(st, 7, r->speedup_ci_low);
+			sqlite3_bind_double(st, 8, r->speedup_ci_high);
+			sqlite3_bind_double(st, 9, r->quality);
+			sqlite3_bind_double(st, 10, r->latency_p90_ns);
+			sqlite3_bind_double(st, 11, r->throughput);
+			sqlite3_bind_int64(st, 12, r->model_bytes);
+			sqlite3_bind_double(st, 13, r->compression);
+			sqlite3_bind_text(st, 14, r->json, -1, SQLITE_TRANSIENT);
+			rc = db_update(d, st, NULL);
+		}
+	}
+	if (rc == DB_OK)
+		rc = db_insert_timings(d, id, "submission", r->sub_ns, r->n_sub);
+	if (rc == DB_OK)
+		rc = db_insert_timings(d, id, "baseline", r->base_ns, r->n_base);
+	return db_commit_or_rollback(d, rc);
+}
+
+int db_progress_add(db *d, int64_t id, int seq, const char *line)
+{
+	sqlite3_stmt *st = db_stmt(d, ST_PROGRESS_INSERT);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int(st, 2, seq);
+	sqlite3_bind_text(st, 3, line, -1, SQLITE_TRANSIENT);
+	return db_update(d, st, NULL);
+}
+
+int db_progress_list(db *d, int64_t id, int after, void (*fn)(void *, int, const char *),
+		     void *arg)
+{
+	sqlite3_stmt *st = db_stmt(d, ST_PROGRESS_LIST);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int(st, 2, after);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *line = sqlite3_column_text(st, 1);
+		fn(arg, sqlite3_column_int(st, 0), line ? (const char *)line : "");
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? DB_OK : db_map(rc);
+}
+
+int db_status_counts(db *d, int64_t counts[5])
+{
+	static const char *const names[5] = { "queued", "running", "finished", "failed",
+					      "cancelled" };
+	memset(counts, 0, 5 * sizeof(counts[0]));
+	sqlite3_stmt *st = db_stmt(d, ST_STATUS_COUNTS);
+	if (!st)
+		return DB_ERROR;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *name = sqlite3_column_text(st, 0);
+		for (int i = 0; i < 5; i++)
+			if (name && strcmp((const char *)name, names[i]) == 0)
+				counts[i] = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? DB_OK : db_map(rc);
+}
+
+int db_timings(db *d, int64_t id, const char *series, void (*fn)(void *, int64_t), void *arg)
+{
+	sqlite3_stmt *st = db_stmt(d, ST_TIMINGS);
+	if (!st)
+		return DB_ERROR;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_text(st, 2, series, -1, SQLITE_TRANSIENT);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		fn(arg, sqlite3_column_int64(st, 0));
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? DB_OK : db_map(rc);
 }

@@ -28,7 +28,21 @@ struct http_server {
 	int port;
 	http_config cfg;
 	int closing;           /* handles still to close */
+	http_route_stats *stats;  /* (cfg.n_routes + 1) */
 };
+
+/* A streaming response: MHD pulls from the reader; with nothing to send the connection is
+ * suspended until http_stream_wake resumes it. */
+struct http_stream {
+	http_server *srv;
+	struct MHD_Connection *conn;
+	const http_stream_ops *ops;
+	void *arg;
+	bool suspended;
+};
+
+const double http_lat_bounds_s[HTTP_LAT_BUCKETS] = { 0.0005, 0.001, 0.0025, 0.005, 0.01,
+						      0.05, 0.25, 1.0 };
 
 /* Per-request state, from the first call of the access handler to the completion callback. */
 typedef struct http_conn_state {
@@ -180,7 +194,8 @@ bool http_route_match(const char *pattern, const char *path, http_request *req)
 	return *p == '\0' && *s == '\0';
 }
 
-static void http_dispatch(http_server *srv, http_request *req, http_reply *rep)
+/* Returns the index of the route that answered, or n_routes. */
+static size_t http_dispatch(http_server *srv, http_request *req, http_reply *rep)
 {
 	bool path_known = false;
 	for (size_t i = 0; i < srv->cfg.n_routes; i++) {
@@ -191,7 +206,7 @@ static void http_dispatch(http_server *srv, http_request *req, http_reply *rep)
 		if (strcmp(r->method, req->method) == 0 ||
 		    (strcmp(req->method, "HEAD") == 0 && strcmp(r->method, "GET") == 0)) {
 			r->fn(srv->cfg.app, req, rep);
-			return;
+			return i;
 		}
 	}
 	if (path_known)
@@ -199,6 +214,85 @@ static void http_dispatch(http_server *srv, http_request *req, http_reply *rep)
 				 req->method, req->path);
 	else
 		http_reply_error(rep, 404, "not_found", NULL, "no such resource: '%s'", req->path);
+	return srv->cfg.n_routes;
+}
+
+static void http_count(http_server *srv, size_t route, int status, double seconds)
+{
+	http_route_stats *st = &srv->stats[route];
+	st->requests++;
+	if (status >= 100 && status < 600)
+		st->by_class[status / 100]++;
+	for (int b = 0; b < HTTP_LAT_BUCKETS; b++)
+		if (seconds <= http_lat_bounds_s[b])
+			st->buckets[b]++;
+	st->sum_s += seconds;
+}
+
+const http_route_stats *http_server_stats(const http_server *s)
+{
+	return s->stats;
+}
+
+// ---- streams ----
+
+static void http_on_timer(uv_timer_t *t);
+
+static ssize_t http_stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)pos;
+	http_stream *s = cls;
+	long n = s->ops->read(s->arg, buf, max);
+	if (n < 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (n == 0) {
+		/* Nothing to send: park the connection instead of letting MHD poll us. */
+		s->suspended = true;
+		MHD_suspend_connection(s->conn);
+		return 0;
+	}
+	return (ssize_t)n;
+}
+
+static void http_stream_free(void *cls)
+{
+	http_stream *s = cls;
+	s->ops->release(s->arg);
+	free(s);
+}
+
+void http_stream_wake(http_stream *s)
+{
+	if (!s || !s->suspended)
+		return;
+	s->suspended = false;
+	MHD_resume_connection(s->conn);
+	if (!s->srv->closing)
+		uv_timer_start(&s->srv->timer, http_on_timer, 0, 0);
+}
+
+static enum MHD_Result http_send_stream(http_server *srv, struct MHD_Connection *conn,
+					 http_reply *rep)
+{
+	http_stream *s = tm_xcalloc(1, sizeof(*s));
+	s->srv = srv;
+	s->conn = conn;
+	s->ops = rep->stream;
+	s->arg = rep->stream_arg;
+	struct MHD_Response *resp = MHD_create_response_from_callback(
+		MHD_SIZE_UNKNOWN, 4096, http_stream_reader, s, http_stream_free);
+	if (!resp) {
+		http_stream_free(s);
+		return MHD_NO;
+	}
+	s->ops->attach(s->arg, s);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+				rep->content_type ? rep->content_type : "text/event-stream");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	enum MHD_Result ret = MHD_queue_response(conn, (unsigned)rep->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
 }
 
 static enum MHD_Result http_send(struct MHD_Connection *conn, http_reply *rep)
@@ -296,9 +390,13 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
 	req.body_len = st->body_len;
 	req.conn = conn;
 	uint64_t t0 = tm_now_ns();
-	http_dispatch(srv, &req, &rep);
+	size_t route = http_dispatch(srv, &req, &rep);
+	double seconds = (double)(tm_now_ns() - t0) / 1e9;
+	http_count(srv, route, rep.status, seconds);
 	log_debug(srv->cfg.log, "http request", "method=%s path=\"%s\" status=%d us=%.1f", method,
-		  url, rep.status, (double)(tm_now_ns() - t0) / 1e3);
+		  url, rep.status, seconds * 1e6);
+	if (rep.stream)
+		return http_send_stream(srv, conn, &rep);
 	return http_send(conn, &rep);
 }
 
@@ -428,6 +526,7 @@ int http_server_start(http_server **out, uv_loop_t *loop, const http_config *cfg
 	srv->cfg = *cfg;
 	srv->listen_fd = fd;
 	srv->port = http_local_port(fd);
+	srv->stats = tm_xcalloc(cfg->n_routes + 1, sizeof(*srv->stats));
 	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	if (family == AF_INET6)
 		flags |= MHD_USE_IPv6;
@@ -441,6 +540,7 @@ int http_server_start(http_server **out, uv_loop_t *loop, const http_config *cfg
 	if (!srv->mhd) {
 		snprintf(err, errlen, "http: libmicrohttpd failed to start on '%s'", cfg->listen);
 		close(fd);
+		free(srv->stats);
 		free(srv);
 		return -1;
 	}
@@ -449,6 +549,7 @@ int http_server_start(http_server **out, uv_loop_t *loop, const http_config *cfg
 		snprintf(err, errlen, "http: libmicrohttpd has no epoll descriptor");
 		MHD_stop_daemon(srv->mhd);
 		close(fd);
+		free(srv->stats);
 		free(srv);
 		return -1;
 	}
@@ -475,6 +576,7 @@ static void http_on_close(uv_handle_t *h)
 	/* Both handles are gone from the loop: now MHD may close its epoll descriptor, the
 	 * listening socket (it owns it since MHD_OPTION_LISTEN_SOCKET) and every connection. */
 	MHD_stop_daemon(srv->mhd);
+	free(srv->stats);
 	free(srv);
 }
 

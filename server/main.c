@@ -17,10 +17,24 @@ typedef struct daemon_state {
 	uv_loop_t loop;
 	uv_signal_t sigint, sigterm;
 	http_server *http;
+	sched *sched;
 	srv_log log;
 	int signo;  /* the signal that stopped us */
+	long drain_grace_s;
 } daemon_state;
 
+/* Every job has ended or was requeued: release the last handles so the loop ends. */
+static void on_drained(void *arg)
+{
+	daemon_state *d = arg;
+	sched_free(d->sched);
+	d->sched = NULL;
+	uv_close((uv_handle_t *)&d->sigint, NULL);
+	uv_close((uv_handle_t *)&d->sigterm, NULL);
+}
+
+/* SIGINT or SIGTERM: stop accepting requests, let running jobs finish within the grace
+ * period (the rest go back to the queue), then stop. */
 static void on_signal(uv_signal_t *h, int signo)
 {
 	daemon_state *d = h->data;
@@ -30,8 +44,10 @@ static void on_signal(uv_signal_t *h, int signo)
 	log_info(&d->log, "shutting down", "signal=%s", strsignal(signo));
 	http_server_stop(d->http);
 	d->http = NULL;
-	uv_close((uv_handle_t *)&d->sigint, NULL);
-	uv_close((uv_handle_t *)&d->sigterm, NULL);
+	if (d->sched)
+		sched_drain(d->sched, (double)d->drain_grace_s, on_drained, d);
+	else
+		on_drained(d);
 }
 
 static int mkdir_p(const char *path)
@@ -131,7 +147,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	srv_app app = { .db = store, .opts = &opts, .log = &d.log, .started_ns = tm_now_ns() };
+	srv_app app = { .db = store, .opts = &opts, .log = &d.log, .started_ns = tm_now_ns(),
+			.loop = &d.loop };
+	d.drain_grace_s = opts.drain_grace_s;
 	if (load_admin_token(&opts, &app, err, sizeof(err)) != 0) {
 		log_error(&d.log, "bad admin token", "error=\"%s\"", err);
 		db_close(store);
@@ -160,6 +178,19 @@ int main(int argc, char **argv)
 		uv_loop_close(&d.loop);
 		return EX_UNAVAILABLE;
 	}
+	app.http = d.http;
+	app.routes = routes;
+	app.n_routes = n_routes;
+	if (sched_start(&d.sched, &d.loop, store, &opts, &d.log, err, sizeof(err)) != 0) {
+		log_error(&d.log, "cannot start the workers", "error=\"%s\"", err);
+		http_server_stop(d.http);
+		uv_run(&d.loop, UV_RUN_DEFAULT);
+		uv_loop_close(&d.loop);
+		free(routes);
+		db_close(store);
+		return EX_CONFIG;
+	}
+	app.sched = d.sched;
 	uv_signal_init(&d.loop, &d.sigint);
 	uv_signal_init(&d.loop, &d.sigterm);
 	d.sigint.data = d.sigterm.data = &d;

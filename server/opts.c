@@ -3,13 +3,14 @@
  * TINYMLPERF_* variables, then the command line, so containers and shells both work. */
 #include "server.h"
 #include "engine.h"
+#include "events.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { OPT_STR, OPT_LONG, OPT_BOOL, OPT_ACTION };
+enum opt_type { OPT_STR, OPT_LONG, OPT_DOUBLE, OPT_BOOL, OPT_ACTION };
 
 typedef struct opt_def {
 	const char *name;     /* --name; the variable is TINYMLPERF_NAME with - as _ */
@@ -25,6 +26,7 @@ typedef struct opt_def {
 #define STR(field) OPT_STR, offsetof(srv_opts, field), sizeof(((srv_opts *)0)->field)
 #define LONG(field) OPT_LONG, offsetof(srv_opts, field), 0
 #define BOOL(field) OPT_BOOL, offsetof(srv_opts, field), 0
+#define DOUBLE(field) OPT_DOUBLE, offsetof(srv_opts, field), 0
 
 static const opt_def opt_table[] = {
 	{ "listen", STR(listen), "127.0.0.1:8080", 0, 0, "address to listen on, host:port or [v6]:port", false },
@@ -41,6 +43,19 @@ static const opt_def opt_table[] = {
 	{ "publish-configs", BOOL(publish_configs), "0", 0, 0, "show every team's configs to everyone", false },
 	{ "quota-per-day", LONG(quota_per_day), "50", 1, 100000, "submissions per team per UTC day", false },
 	{ "quota-queued", LONG(quota_queued), "4", 1, 10000, "submissions per team queued or running at once", false },
+	{ "workers", LONG(workers), "0", 0, 256, "worker slots, each on its own CPU (0: one per core minus one, at least one)", false },
+	{ "worker", STR(worker_path), "", 0, 0, "worker binary (default: tinymlperf-run next to tinymlperfd)", false },
+	{ "worker-user", STR(worker_user), "nobody", 0, 0, "user the workers run as when the daemon runs as root (\"\": same user)", false },
+	{ "worker-timeout", LONG(worker_timeout_s), "3600", 1, 604800, "wall-clock seconds per job before its processes are killed", false },
+	{ "worker-memory", LONG(worker_memory_mb), "4096", 64, 1048576, "address-space limit of a worker in MiB", false },
+	{ "worker-cpu", LONG(worker_cpu_s), "3600", 1, 604800, "CPU-time limit of a worker in seconds", false },
+	{ "worker-max-output", LONG(worker_max_output), "16777216", 65536, 1073741824, "bytes of output read from one job before it is killed", false },
+	{ "worker-min-count", LONG(worker_min_count), "0", 0, 100000000, "timed queries at least (0: the worker's per-event default)", false },
+	{ "worker-min-duration", DOUBLE(worker_min_duration), "-1", 0, 86400, "timed seconds at least (-1: the worker's default)", false },
+	{ "worker-max-duration", DOUBLE(worker_max_duration), "-1", 0, 86400, "cap on the timed loop in seconds (-1: the worker's default)", false },
+	{ "max-attempts", LONG(max_attempts), "3", 1, 100, "starts of one submission (daemon restarts) before it fails", false },
+	{ "drain-grace", LONG(drain_grace_s), "30", 0, 86400, "SIGTERM: seconds running jobs get to finish before they are requeued", false },
+	{ "train-references", STR(train_references), "missing", 0, 0, "train missing reference models at start: missing, no, or a comma list of events", false },
 	{ "check", BOOL(check_only), "0", 0, 0, "validate the configuration and exit", false },
 	{ "help", OPT_ACTION, 0, 0, "", 0, 0, "print this help and exit", false },
 	{ "version", OPT_ACTION, 0, 0, "", 0, 0, "print the version and exit", false },
@@ -79,6 +94,18 @@ static int opt_set(srv_opts *o, const opt_def *d, const char *val, const char *o
 		*(long *)field = v;
 		return 0;
 	}
+	case OPT_DOUBLE: {
+		char *end;
+		errno = 0;
+		double v = strtod(val, &end);
+		if (errno || end == val || *end != '\0' || !(v == -1 || (v >= d->min && v <= d->max))) {
+			snprintf(err, errlen, "%s: '%s' is '%s', must be -1 or a number in [%ld, %ld]",
+				 origin, d->name, val, d->min, d->max);
+			return -1;
+		}
+		*(double *)field = v;
+		return 0;
+	}
 	case OPT_BOOL:
 		if (strcmp(val, "1") == 0 || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0) {
 			*(bool *)field = true;
@@ -110,9 +137,12 @@ void srv_opts_usage(FILE *out)
 		}
 		char flag[64];
 		snprintf(flag, sizeof(flag), "--%s%s", d->name,
-			 d->type == OPT_STR || d->type == OPT_LONG ? "=VALUE" : "");
+			 d->type == OPT_STR || d->type == OPT_LONG || d->type == OPT_DOUBLE ? "=VALUE"
+											      : "");
 		fprintf(out, "  %-26s %s", flag, d->help);
 		if (d->type == OPT_LONG)
+			fprintf(out, " [%ld..%ld]", d->min, d->max);
+		if (d->type == OPT_DOUBLE)
 			fprintf(out, " [%ld..%ld]", d->min, d->max);
 		if (d->type != OPT_ACTION && d->def[0] && d->type != OPT_BOOL)
 			fprintf(out, " (default %s)", d->def);
@@ -132,6 +162,18 @@ static int opts_finish(srv_opts *o, char *err, size_t errlen)
 	if (o->data_dir[0] == '\0') {
 		snprintf(err, errlen, "'data-dir' is empty, must name a directory");
 		return -1;
+	}
+	if (strcmp(o->train_references, "missing") != 0 && strcmp(o->train_references, "no") != 0) {
+		char list[sizeof(o->train_references)];
+		memcpy(list, o->train_references, sizeof(list));
+		for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+		     tok = strtok_r(NULL, ",", &save)) {
+			if (!ev_event_find(tok)) {
+				snprintf(err, errlen, "'train-references' names '%s', must be missing, no, "
+					 "or a comma list of %s", tok, ev_event_names());
+				return -1;
+			}
+		}
 	}
 	if (o->db_path[0] == '\0') {
 		int n = snprintf(o->db_path, sizeof(o->db_path), "%s/tinymlperf.db", o->data_dir);
@@ -174,7 +216,8 @@ int srv_opts_parse(srv_opts *o, int argc, char **argv, char *const *env, FILE *o
 		if (d->env_only)
 			continue;
 		longopts[nl++] = (struct option){ d->name,
-			d->type == OPT_STR || d->type == OPT_LONG ? required_argument : no_argument,
+			d->type == OPT_STR || d->type == OPT_LONG || d->type == OPT_DOUBLE
+				? required_argument : no_argument,
 			NULL, (int)i + 256 };
 	}
 	longopts[nl] = (struct option){ 0, 0, 0, 0 };

@@ -30,6 +30,20 @@ typedef struct srv_opts {
 	long quota_per_day;          /* submissions per team per UTC day */
 	long quota_queued;           /* submissions per team queued or running at once */
 	bool check_only;             /* --check: validate the configuration and exit */
+	/* workers */
+	long workers;                /* worker slots; 0: one per core minus one, at least one */
+	char worker_path[PATH_MAX];  /* the worker binary; default tinymlperf-run next to us */
+	char worker_user[64];        /* run workers as this user when started as root */
+	long worker_timeout_s;       /* wall clock per job before its process group is killed */
+	long worker_memory_mb;       /* the worker's address-space limit */
+	long worker_cpu_s;           /* the worker's CPU-time limit */
+	long worker_max_output;      /* bytes of stdout + stderr read from one job */
+	long worker_min_count;       /* timing minimums passed to the worker; 0: its defaults */
+	double worker_min_duration;  /* seconds; < 0: the worker's default */
+	double worker_max_duration;  /* seconds; < 0: the worker's default */
+	long max_attempts;           /* starts of one submission before it fails */
+	long drain_grace_s;          /* SIGTERM: seconds running jobs get to finish */
+	char train_references[128];  /* missing, no, or a comma list of events */
 } srv_opts;
 
 enum srv_opts_result {
@@ -149,6 +163,47 @@ int db_submission_get(db *d, int64_t id, db_submission *out);
  * another team's, DB_CONFLICT when it already ended, DB_NOTFOUND. */
 int db_submission_cancel(db *d, int64_t id, int64_t team_id, bool admin);
 
+/* The next queued submission for a worker slot, fair across teams: the lowest team id above
+ * after_team (wrapping around), FIFO within the team; only events with ready[i] set
+ * (ev_event_at order).  Marks it running with attempts + 1 in the same transaction. */
+typedef struct db_job {
+	int64_t id, team_id;
+	char event[32];
+	char division[8];
+	char *config;      /* malloc'd */
+	int attempts;      /* including this start */
+} db_job;
+int db_job_claim(db *d, int64_t after_team, const bool *ready, int slot, db_job *out);
+void db_job_release(db_job *j);
+/* Start-up: running submissions go back to queued, those with attempts >= max_attempts fail
+ * with a reason instead. */
+int db_requeue_running(db *d, int max_attempts, int *requeued, int *failed);
+/* SIGTERM drain: a running submission goes back to queued without using up an attempt. */
+int db_job_requeue(db *d, int64_t id);
+int db_job_fail(db *d, int64_t id, const char *error);
+/* One transaction: the results row, the timings, status finished (DB_CONFLICT when the
+ * submission is no longer running, e.g. cancelled). */
+typedef struct db_result {
+	bool valid, gate_passed;
+	double speedup, speedup_ci_low, speedup_ci_high;
+	double quality, latency_p90_ns, throughput;
+	int64_t model_bytes;
+	double compression;
+	const char *json;                    /* the result without its timings */
+	const int64_t *sub_ns, *base_ns;     /* raw timings */
+	size_t n_sub, n_base;
+} db_result;
+int db_job_finish(db *d, int64_t id, const char *event, const char *division,
+		  const db_result *r);
+int db_progress_add(db *d, int64_t id, int seq, const char *line);
+/* Stored progress lines of id with seq > after, in order. */
+int db_progress_list(db *d, int64_t id, int after, void (*fn)(void *, int, const char *),
+		     void *arg);
+/* Submissions per status (queued, running, finished, failed, cancelled). */
+int db_status_counts(db *d, int64_t counts[5]);
+/* Raw timings of a submission's series ("submission" or "baseline"), in order. */
+int db_timings(db *d, int64_t id, const char *series, void (*fn)(void *, int64_t), void *arg);
+
 /* Open or create the database, enable WAL and apply pending migrations. Caller frees with
  * db_close. */
 int db_open(db **out, const char *path, char *err, size_t errlen);
@@ -183,6 +238,18 @@ typedef struct http_request {
 } http_request;
 
 /* What a handler fills; body is malloc'd and owned by the reply until it is sent. */
+typedef struct http_stream http_stream;
+
+/* A streaming body (server-sent events): read copies up to max bytes into buf and returns the
+ * count, 0 when nothing is ready yet (the connection is parked until http_stream_wake), or -1
+ * at the end.  attach hands over the stream's handle once; release runs when the connection
+ * is gone, after which the handle must not be used. */
+typedef struct http_stream_ops {
+	long (*read)(void *arg, char *buf, size_t max);
+	void (*attach)(void *arg, http_stream *s);
+	void (*release)(void *arg);
+} http_stream_ops;
+
 typedef struct http_reply {
 	int status;
 	const char *content_type;  /* static string */
@@ -190,7 +257,12 @@ typedef struct http_reply {
 	size_t len;
 	long retry_after_s;        /* > 0: a Retry-After header */
 	char location[96];         /* non-empty: a Location header */
+	const http_stream_ops *stream;  /* non-NULL: stream the body (body must be NULL) */
+	void *stream_arg;
 } http_reply;
+
+/* Resume a parked stream so its read runs again. */
+void http_stream_wake(http_stream *s);
 
 typedef void (*http_handler_fn)(void *app, const http_request *req, http_reply *rep);
 
@@ -233,13 +305,71 @@ bool http_route_match(const char *pattern, const char *path, http_request *req);
 int http_server_start(http_server **out, uv_loop_t *loop, const http_config *cfg,
 		      char *err, size_t errlen);
 int http_server_port(const http_server *s);
+
+/* Request counts and latencies per route (index into the route table; the last slot counts
+ * unmatched paths), for /metrics. */
+#define HTTP_LAT_BUCKETS 8
+extern const double http_lat_bounds_s[HTTP_LAT_BUCKETS];  /* upper bounds, seconds */
+typedef struct http_route_stats {
+	uint64_t requests;
+	uint64_t by_class[6];             /* 1xx..5xx at [1..5] */
+	uint64_t buckets[HTTP_LAT_BUCKETS]; /* cumulative counts of latency <= bound */
+	double sum_s;
+} http_route_stats;
+/* n_routes + 1 rows (the last: no route matched). */
+const http_route_stats *http_server_stats(const http_server *s);
 /* Close the listening socket and every connection; handles close through the loop. */
 void http_server_stop(http_server *s);
 
 // ---- API (api.c) ----
 
+// ---- scheduler and workers (sched.c) ----
+/* The worker pool: N slots, each pinned to its own CPU set, fed from the queued submissions
+ * in SQLite (round robin over teams, FIFO within a team), each job a tinymlperf-run process
+ * spawned with uv_spawn (explicit argv, env and cwd; its own process group; a wall-clock
+ * timeout; bounded output).  Progress lines are stored and pushed to event-stream
+ * subscribers; results are validated before they are stored.  Reference models missing from
+ * the data directory are trained first, through the same slots. */
+
+typedef struct sched sched;
+
+typedef struct sched_metrics {
+	int slots, busy;
+	int64_t queued;                  /* queued submissions in the database */
+	uint64_t started, finished, failed;
+	uint64_t failures[8];            /* by reason, names from sched_failure_name */
+	int references_ready;            /* events whose reference weights exist */
+} sched_metrics;
+
+const char *sched_failure_name(int i);  /* NULL past the last */
+int sched_start(sched **out, uv_loop_t *loop, db *store, const srv_opts *o, const srv_log *lg,
+		char *err, size_t errlen);
+/* A submission was queued: look for a free slot. */
+void sched_kick(sched *s);
+/* A submission was cancelled: kill its job if one runs. */
+void sched_cancel(sched *s, int64_t id);
+/* SIGTERM: take no new jobs, give running ones grace_s seconds, then kill and requeue them;
+ * done(arg) runs when no job is left. */
+void sched_drain(sched *s, double grace_s, void (*done)(void *), void *arg);
+void sched_free(sched *s);
+void sched_get_metrics(sched *s, sched_metrics *m);
+/* "ready", "training", "queued", "missing" or "failed" for event i (ev_event_at order). */
+const char *sched_reference_state(sched *s, int i);
+
+/* An event-stream subscriber: fn(arg, event, data) is called for each progress line and
+ * status change of submission id until sched_unsubscribe. */
+typedef void (*sched_sub_fn)(void *arg, const char *event, const char *data);
+typedef struct sched_sub sched_sub;
+sched_sub *sched_subscribe(sched *s, int64_t id, sched_sub_fn fn, void *arg);
+void sched_unsubscribe(sched *s, sched_sub *sub);
+
 typedef struct srv_app {
 	db *db;
+	sched *sched;               /* NULL in tests that run the API alone */
+	http_server *http;
+	uv_loop_t *loop;
+	const http_route *routes;   /* the whole table, for /metrics */
+	size_t n_routes;
 	bool has_admin;             /* an admin token is configured */
 	uint8_t admin_hash[32];     /* SHA-256 of the admin token */
 	const srv_opts *opts;

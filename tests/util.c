@@ -102,6 +102,9 @@ int tt_daemon_start_admin(tt_daemon *d, const char *admin_token, const char *con
 	argv[argc++] = "127.0.0.1:0";
 	argv[argc++] = "--data-dir";
 	argv[argc++] = d->data_dir;
+	/* Tests bring their own reference models (extra_args may say otherwise). */
+	argv[argc++] = "--train-references";
+	argv[argc++] = "no";
 	if (admin_token) {
 		argv[argc++] = "--admin-token-file";
 		argv[argc++] = token_path;
