@@ -46,7 +46,6 @@ const char *tm_strerror(int code);
 /* Small allocations that abort on out-of-memory (STYLE: xmalloc). */
 void *tm_xmalloc(size_t n);
 void *tm_xcalloc(size_t n, size_t size);
-void *tm_xrealloc(void *p, size_t n);
 char *tm_xstrdup(const char *s);
 
 /* Model-sized buffers: 64-byte aligned, fallible (NULL on failure), zero-filled.  Free with

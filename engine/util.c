@@ -62,14 +62,6 @@ void *tm_xcalloc(size_t n, size_t size)
 	return p;
 }
 
-void *tm_xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n ? n : 1);
-	if (!q)
-		tm_oom(n);
-	return q;
-}
-
 char *tm_xstrdup(const char *s)
 {
 	size_t n = strlen(s) + 1;

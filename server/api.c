@@ -535,6 +535,14 @@ static void api_submission_cancel(void *app_, const http_request *req, http_repl
 
 // ---- server-sent progress ----
 
+static void *api_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n);
+	if (!q)
+		abort();  /* as tm_xmalloc: small buffers, out of memory is fatal */
+	return q;
+}
+
 /* One event-stream connection: text waiting to be sent, fed by the stored progress first and
  * then by the scheduler; a keep-alive comment every 15 s also notices a client that left. */
 typedef struct sse_conn {
@@ -568,7 +576,7 @@ static void sse_append(sse_conn *c, const char *event, int seq, const char *data
 		size_t cap = c->cap ? c->cap : 4096;
 		while (cap < c->len + need)
 			cap *= 2;
-		c->buf = tm_xrealloc(c->buf, cap);
+		c->buf = api_xrealloc(c->buf, cap);
 		c->cap = cap;
 	}
 	int n;
@@ -744,7 +752,7 @@ static void metric_line(char **buf, size_t *len, size_t *cap, const char *fmt, .
 			return;
 		}
 		*cap *= 2;
-		*buf = tm_xrealloc(*buf, *cap);
+		*buf = api_xrealloc(*buf, *cap);
 	}
 }
 
