@@ -956,6 +956,10 @@ typedef struct tm_train_config {
 	int log_every;            /* steps between progress lines; 0: one line per epoch */
 	double max_seconds;       /* stop after this wall-clock time, 0: no limit (a stop that
 				   * triggers makes the result timing-dependent) */
+	const uint8_t *const *masks; /* fine-tuning with fixed masks: (model's n_layers) entries,
+				      * masks[i] (layer i's w_len bytes, 1 kept, 0 pruned) or NULL;
+				      * applied with tm_prune_mask_apply to the gradient before and
+				      * to the weights after every step.  NULL (default): none */
 } tm_train_config;
 
 typedef struct tm_train_result {
@@ -1080,6 +1084,12 @@ int tm_infer_evaluate(tm_infer *inf, const tm_ctx *ctx, const tm_dataset *ds, do
 void tm_infer_get_stats(const tm_infer *inf, tm_infer_stats *st);
 int tm_infer_n_layers(const tm_infer *inf);
 const tm_infer_layer *tm_infer_layer_at(const tm_infer *inf, int i);  /* NULL out of range */
+/* The spec as built (structured pruning makes hidden layers / conv channels narrower). */
+const tm_model_spec *tm_infer_spec(const tm_infer *inf);
+/* Layer i's output units (neurons or filters) as indices into the source model's layer i,
+ * ascending, *n of them: the units structured pruning kept (all of them without it).  NULL and
+ * *n = 0 for a layer without weights or i out of range. */
+const int *tm_infer_kept(const tm_infer *inf, int i, int *n);
 
 // ---- transformer inference: KV cache, INT8, pruning (tf_infer.c) ----
 /* An inference-only copy of a trained tm_transformer for greedy generation with the config's

@@ -3,8 +3,8 @@
  * seed; each step runs forward, softmax cross-entropy, backward and one tm_optim step over the
  * model's flat parameter vector with a constant or cosine learning rate.  Nothing depends on
  * timing or thread scheduling (unless max_seconds stops a run), so a seed reproduces the
- * weights bit for bit on the same kernels and thread count.  Progress goes to a FILE* as
- * key=value lines. */
+ * weights bit for bit on the same kernels and thread count.  With masks (fine-tuning after
+ * pruning) pruned weights stay exactly zero.  Progress goes to a FILE* as key=value lines. */
 #include "engine.h"
 
 #include <math.h>
@@ -231,6 +231,22 @@ static void train_bufs_release(train_bufs *b)
 	free(b->dlogits);
 }
 
+/* Fixed-mask fine-tuning: zero the masked gradients (before the step) or weights (after). */
+static void masks_apply(tm_model *m, const uint8_t *const *masks, bool grads)
+{
+	if (!masks)
+		return;
+	for (int i = 0; i < m->n_layers; i++) {
+		tm_layer *l = &m->layers[i];
+		if (!masks[i] || !l->w_len)
+			continue;
+		if (grads)
+			tm_prune_mask_apply(masks[i], l->w_len, l->w, l->dw);
+		else
+			tm_prune_mask_apply(masks[i], l->w_len, l->w, NULL);
+	}
+}
+
 int tm_train(tm_model *m, const tm_ctx *ctx, const tm_dataset *train, const tm_dataset *test,
 	     const tm_train_config *cfg, FILE *log, tm_train_result *res, tm_err *err)
 {
@@ -297,7 +313,9 @@ int tm_train(tm_model *m, const tm_ctx *ctx, const tm_dataset *train, const tm_d
 			tm_model_zero_grad(m);
 			if ((rc = tm_model_backward(m, ctx, nb, b.dlogits, err)) < 0)
 				goto out;
+			masks_apply(m, cfg->masks, true);
 			tm_optim_step(&opt, m->params, m->grads, lr_at(cfg, r.steps, total));
+			masks_apply(m, cfg->masks, false);
 			r.steps++;
 			loss_sum += (double)loss * nb;
 			seen += nb;
