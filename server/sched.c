@@ -1192,6 +1192,18 @@ int sched_start(sched **out, uv_loop_t *loop, db *store, const srv_opts *o, cons
 		s->gid = pw->pw_gid;
 	}
 	char path[PATH_MAX + 64];
+	if (s->drop) {
+		/* The worker's user must be able to pass through the data directory (not list it),
+		 * and must not read the database. */
+		struct stat st;
+		if (stat(s->data_dir, &st) == 0 && !(st.st_mode & S_IXOTH))
+			chmod(s->data_dir, (st.st_mode & 07777) | S_IXOTH);
+		static const char *const suffix[] = { "", "-wal", "-shm" };
+		for (int i = 0; i < 3; i++) {
+			snprintf(path, sizeof(path), "%s%s", o->db_path, suffix[i]);
+			chmod(path, 0600);
+		}
+	}
 	snprintf(path, sizeof(path), "%s/models", s->data_dir);
 	int ok = mkdir_owned(s, path) == 0;
 	snprintf(path, sizeof(path), "%s/work", s->data_dir);

@@ -70,8 +70,18 @@ int tt_daemon_start(tt_daemon *d, const char *const *extra_args);
 /* The same with an admin token, written to DATA_DIR/admin.token and passed with
  * --admin-token-file. */
 int tt_daemon_start_admin(tt_daemon *d, const char *admin_token, const char *const *extra_args);
-/* Send sig and wait; returns the exit status (or 128+signal). */
+/* Send sig and wait; returns the exit status (or 128+signal).  Removes the data directory. */
 int tt_daemon_stop(tt_daemon *d, int sig);
+/* The same, keeping the data directory for tt_daemon_restart (same admin token, if any). */
+int tt_daemon_kill(tt_daemon *d, int sig);
+int tt_daemon_restart(tt_daemon *d, const char *const *extra_args);
+/* What the daemon logged since the last call (at most 64 KiB; malloc'd). */
+char *tt_daemon_log(tt_daemon *d);
+/* Poll GET /api/v1/submissions/ID until its status is `until` (NULL: any final status) or
+ * timeout_s passes; returns the JSON body (malloc'd) or NULL. */
+char *tt_wait_submission(int port, int64_t id, const char *until, double timeout_s);
+/* Create a team with the admin token; its token goes to token (len bytes).  0 or -1. */
+int tt_make_team(int port, const char *admin_token, const char *name, char *token, size_t len);
 
 /* One HTTP/1.1 request over a real socket.  Returns the status code or -1; the body (malloc'd,
  * NUL-terminated) goes to *body when body is not NULL. */

@@ -79,6 +79,8 @@ int tt_daemon_start(tt_daemon *d, const char *const *extra_args)
 	return tt_daemon_start_admin(d, NULL, extra_args);
 }
 
+static int tt_daemon_spawn(tt_daemon *d, bool admin, const char *const *extra_args);
+
 int tt_daemon_start_admin(tt_daemon *d, const char *admin_token, const char *const *extra_args)
 {
 	memset(d, 0, sizeof(*d));
@@ -94,6 +96,21 @@ int tt_daemon_start_admin(tt_daemon *d, const char *admin_token, const char *con
 		fputs(admin_token, f);
 		fclose(f);
 	}
+	return tt_daemon_spawn(d, admin_token != NULL, extra_args);
+}
+
+int tt_daemon_restart(tt_daemon *d, const char *const *extra_args)
+{
+	char token_path[600];
+	snprintf(token_path, sizeof(token_path), "%s/admin.token", d->data_dir);
+	return tt_daemon_spawn(d, access(token_path, R_OK) == 0, extra_args);
+}
+
+static int tt_daemon_spawn(tt_daemon *d, bool admin, const char *const *extra_args)
+{
+	const char *admin_token = admin ? "" : NULL;
+	char token_path[600];
+	snprintf(token_path, sizeof(token_path), "%s/admin.token", d->data_dir);
 	char *bin = tt_build_path("tinymlperfd");
 	const char *argv[32];
 	int argc = 0;
@@ -167,6 +184,15 @@ int tt_daemon_start_admin(tt_daemon *d, const char *admin_token, const char *con
 
 int tt_daemon_stop(tt_daemon *d, int sig)
 {
+	int code = tt_daemon_kill(d, sig);
+	tt_rmtree(d->data_dir);
+	free(d->data_dir);
+	d->data_dir = NULL;
+	return code;
+}
+
+int tt_daemon_kill(tt_daemon *d, int sig)
+{
 	int code = -1;
 	if (d->pid > 0) {
 		kill(d->pid, sig);
@@ -190,9 +216,6 @@ int tt_daemon_stop(tt_daemon *d, int sig)
 	if (d->log_fd > 0)
 		close(d->log_fd);
 	d->log_fd = -1;
-	tt_rmtree(d->data_dir);
-	free(d->data_dir);
-	d->data_dir = NULL;
 	return code;
 }
 
@@ -254,4 +277,75 @@ int tt_http_ex(int port, const char *method, const char *path, const char *heade
 		*resp_headers = strndup(buf, sep ? (size_t)(sep - buf) : len);
 	free(buf);
 	return status;
+}
+
+char *tt_wait_submission(int port, int64_t id, const char *until, double timeout_s)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/api/v1/submissions/%lld", (long long)id);
+	struct timespec start, now;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		char *body = NULL;
+		int st = tt_http(port, "GET", path, NULL, NULL, 0, &body);
+		if (st == 200 && body) {
+			const char *p = strstr(body, "\"status\":\"");
+			if (p) {
+				p += 10;
+				bool hit = until ? strncmp(p, until, strlen(until)) == 0 &&
+						   p[strlen(until)] == '"'
+						 : strncmp(p, "finished\"", 9) == 0 ||
+						   strncmp(p, "failed\"", 7) == 0 ||
+						   strncmp(p, "cancelled\"", 10) == 0;
+				if (hit)
+					return body;
+			}
+		}
+		free(body);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9 >
+		    timeout_s)
+			return NULL;
+		struct timespec ts = { 0, 50 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+int tt_make_team(int port, const char *admin_token, const char *name, char *token, size_t len)
+{
+	char hdr[256], body[256];
+	snprintf(hdr, sizeof(hdr), "Authorization: Bearer %s\r\n", admin_token);
+	snprintf(body, sizeof(body), "{\"name\":\"%s\"}", name);
+	char *reply = NULL;
+	int st = tt_http(port, "POST", "/api/v1/teams", hdr, body, strlen(body), &reply);
+	const char *p = reply ? strstr(reply, "\"token\":\"") : NULL;
+	int rc = -1;
+	if (st == 201 && p) {
+		p += 9;
+		const char *q = strchr(p, '"');
+		if (q && (size_t)(q - p) < len) {
+			memcpy(token, p, (size_t)(q - p));
+			token[q - p] = '\0';
+			rc = 0;
+		}
+	}
+	free(reply);
+	return rc;
+}
+
+char *tt_daemon_log(tt_daemon *d)
+{
+	size_t cap = 65536, len = 0;
+	char *buf = malloc(cap);
+	for (;;) {
+		struct pollfd pfd = { .fd = d->log_fd, .events = POLLIN };
+		if (d->log_fd < 0 || poll(&pfd, 1, 0) <= 0 || len + 1 >= cap)
+			break;
+		ssize_t n = read(d->log_fd, buf + len, cap - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return buf;
 }
