@@ -20,6 +20,8 @@
 #define CALIB_BATCH 256
 #define MAX_FINETUNE_EPOCHS 100
 #define MAX_SPARSITY 0.99
+#define FINETUNE_MLP_LR 3e-3f       /* Adam, cosine to 0 over the fine-tuning epochs */
+#define FINETUNE_MLP_BATCH 64
 
 // ---- representation ----
 
@@ -319,6 +321,12 @@ static int finetune(tm_model *m, const tm_infer_opts *o, const tm_ctx *ctx,
 	int rc = tm_train_config_reference(&cfg, event, err);
 	if (rc < 0)
 		return rc;
+	if (m->spec.family == TM_FAMILY_MLP) {
+		/* a pruned MLP recovers faster with a higher peak lr and smaller batches than the
+		 * reference recipe's (docs/optimizations.md has the grid) */
+		cfg.lr = FINETUNE_MLP_LR;
+		cfg.batch = FINETUNE_MLP_BATCH;
+	}
 	cfg.epochs = o->finetune_epochs;
 	cfg.seed = o->seed;
 	cfg.log_every = 0;
