@@ -206,6 +206,13 @@ typedef struct hx_opts {
 	size_t warmup_count;     /* warm-up queries of each workload, default 32 */
 	double warmup_s;         /* and at least this long, default 0.2 */
 	size_t block;            /* queries per block, default 32 */
+	bool align;              /* after warm-up both workloads continue from the same query
+				  * number, so the blocks of a pair cover the same items (default
+				  * false) */
+	/* Called after every block pair with the submission's queries and seconds so far and
+	 * the loop's elapsed seconds (progress reports); NULL: none (default). */
+	void (*on_block)(void *arg, size_t count, double sub_s, double elapsed_s);
+	void *on_block_arg;
 } hx_opts;
 
 typedef struct hx_series {
@@ -350,5 +357,107 @@ int cfg_parse(const char *json, size_t len, const cfg_limits *lim, cfg_config *o
 void cfg_defaults(cfg_config *c, const ev_event *ev);
 /* One message per line ("field: message"), for stderr and tests. */
 void cfg_errors_print(const cfg_errors *errs, FILE *out);
+
+// ---- sandbox (sandbox.c) ----
+/* The worker's isolation (DESIGN.md "Workers, isolation, scale"): resource limits with
+ * setrlimit, applied first, then, once data and weights are loaded and the threads exist,
+ * PR_SET_NO_NEW_PRIVS and a libseccomp allow-list that kills the process on anything else.
+ * Hitting a limit ends the worker with exit code 3 and one line on stderr: "cpu time limit of N
+ * s reached" (SIGXCPU) or "memory limit of N MiB reached" (an allocation that failed under
+ * RLIMIT_AS; sbx_oom_exit for the paths we control, an abort after ENOMEM for the engine's
+ * small tm_xmalloc allocations).  docs/results.md lists the allowed system calls. */
+
+#define SBX_EXIT_LIMIT 3
+
+typedef struct sbx_limits {
+	int64_t memory_mb;     /* RLIMIT_AS, MiB; 0: unlimited */
+	int64_t cpu_s;         /* RLIMIT_CPU soft limit, seconds (hard: +5 s); 0: unlimited */
+	int64_t files;         /* RLIMIT_NOFILE; 0: unchanged */
+	int64_t fsize_mb;      /* RLIMIT_FSIZE, MiB; 0: unlimited */
+} sbx_limits;
+
+/* setrlimit for every field, RLIMIT_CORE 0, the SIGXCPU handler and the allocation-failure
+ * report.  Not under AddressSanitizer, whose shadow mappings exceed any RLIMIT_AS: the memory
+ * limit is then recorded for messages but not set (sbx_memory_limit_enforced says which). */
+int sbx_limits_apply(const sbx_limits *l, tm_err *err);
+bool sbx_memory_limit_enforced(void);
+/* PR_SET_NO_NEW_PRIVS and the seccomp allow-list (default action: kill the process). */
+int sbx_seccomp_apply(tm_err *err);
+/* Report "memory limit of N MiB reached" (or "out of memory" without a limit) on stderr and
+ * _exit(3).  For allocation failures the caller detected. */
+void sbx_oom_exit(const char *what) __attribute__((noreturn));
+/* malloc that ends the worker cleanly through sbx_oom_exit when it fails. */
+void *sbx_malloc(size_t n);
+void *sbx_realloc(void *p, size_t n);
+
+/* A CPU set of at most SBX_MAX_CPUS CPUs, parsed from a list ("1", "0,2", "2-3"). */
+#define SBX_MAX_CPUS 1024
+typedef struct sbx_cpus {
+	uint64_t mask[SBX_MAX_CPUS / 64];  /* bit i: CPU i */
+	int count;                         /* CPUs in the set */
+	char text[128];                    /* canonical list: "1", "0,2-3" */
+} sbx_cpus;
+
+/* Fails with TM_EINVAL on a malformed or empty list or a CPU >= SBX_MAX_CPUS. */
+int sbx_cpus_parse(const char *list, sbx_cpus *out, tm_err *err);
+/* sched_setaffinity of the calling thread (threads created later inherit it). */
+int sbx_cpus_apply(const sbx_cpus *cpus, tm_err *err);
+/* The calling thread's current affinity (sched_getaffinity). */
+int sbx_cpus_current(sbx_cpus *out, tm_err *err);
+
+/* The test hook (tinymlperf-run run --sandbox-test ACTION): do something the sandbox must stop
+ * ("socket", "connect", "execve", "fork", "open-write", "alloc", "spin").  Returns only when
+ * the action was not stopped (0), or TM_EINVAL for an unknown action. */
+int sbx_test_action(const char *action, tm_err *err);
+const char *sbx_test_actions(void);  /* "socket, connect, ..." for --help */
+
+// ---- run (run.c) ----
+/* `tinymlperf-run run CONFIG.json` (DESIGN.md "How a submission flows", docs/results.md):
+ * validate the config, apply the limits, load the data and the weights (closed: the reference
+ * weights; open: train the config's architecture with its recipe), apply the sandbox, build
+ * the baseline (reference model, FP32, portable kernels, one thread, no cache) and the
+ * submission (tm_infer / tm_tf_infer with the config's optimizations), measure quality on the
+ * full held-out test set for both, time them interleaved (hx_measure), and print the result.
+ * Output on o->out: JSON lines (progress, then the result) with json, else stage lines, a
+ * progress bar on a terminal and a result table.  Exit codes: RUN_EXIT_*. */
+
+#define RUN_EXIT_OK 0
+#define RUN_EXIT_CONFIG 2     /* invalid config or arguments */
+#define RUN_EXIT_LIMIT 3      /* a resource limit: config over a limit, RLIMIT_AS, RLIMIT_CPU */
+#define RUN_EXIT_INTERNAL 4   /* missing weights or data, a failed engine call */
+
+#define RUN_TIMINGS_MAX 20000 /* values per series in the result's timings (subsampled) */
+
+typedef struct run_opts {
+	const char *config_path;     /* for messages */
+	const char *data_dir;        /* DATA: models/EVENT.safetensors ("./var") */
+	const char *dataset_dir;     /* Fashion-MNIST directory, NULL: TM_FMNIST_DIR */
+	bool json;                   /* JSON lines (the daemon's protocol) */
+	bool tty;                    /* human output with a progress bar */
+	int64_t submission;          /* the daemon's submission id, < 0: null */
+	size_t min_count;            /* timed queries at least, 0: the event's default */
+	double min_duration_s;       /* < 0: the event's default */
+	double max_duration_s;       /* < 0: the event's default; 0: no cap */
+	size_t warmup_count;         /* warm-up queries of each side, 0: the event's default */
+	sbx_limits limits;
+	bool have_cpus;              /* pin to cpus (--cpus) */
+	sbx_cpus cpus;
+	bool sandbox;                /* seccomp after loading (--no-sandbox clears it) */
+	const char *sandbox_test;    /* test hook: an action of sbx_test_action, NULL: none */
+	int max_test_items;          /* test hook: first N test items only (result INVALID), 0: all */
+	uint64_t seed;               /* query order and bootstrap (1) */
+	int result_fd;               /* also write the result object here, -1: no */
+	FILE *out;                   /* stdout */
+} run_opts;
+
+void run_opts_default(run_opts *o);
+
+/* Per-event timing defaults (docs/results.md): MLP 1024 images and 5 s in blocks of 32; CNN
+ * 10 passes and 5 s, one pass per block, one warm-up pass; Decathlon 64 prompts and 5 s in
+ * blocks of 4, items aligned between the pair's blocks.  The cap is 120 s. */
+void run_event_timing(ev_id id, hx_opts *h);
+
+/* Run the config text (len bytes); returns the exit code.  Errors go to stderr as one line. */
+int run_config(const run_opts *o, const char *config, size_t len);
 
 #endif

@@ -15,6 +15,9 @@ void hx_opts_default(hx_opts *o)
 	o->warmup_count = 32;
 	o->warmup_s = 0.2;
 	o->block = 32;
+	o->align = false;
+	o->on_block = NULL;
+	o->on_block_arg = NULL;
 }
 
 static int series_push(hx_series *s, double ns)
@@ -89,6 +92,10 @@ int hx_measure(const hx_opts *o, const hx_workload *sub, const hx_workload *base
 	warm_up(o, sub, &next_sub);
 	if (base)
 		warm_up(o, base, &next_base);
+	if (base && o->align) {
+		int64_t from = next_sub > next_base ? next_sub : next_base;
+		next_sub = next_base = from;
+	}
 
 	stats_plan plan;
 	stats_plan_init(&plan, o->min_count, o->min_duration_s, 0);
@@ -111,6 +118,9 @@ int hx_measure(const hx_opts *o, const hx_workload *sub, const hx_workload *base
 			if (pairs_push(out, s, b) != 0)
 				oom = 1;
 		}
+		if (o->on_block)
+			o->on_block(o->on_block_arg, out->sub.n, out->sub_elapsed_s,
+				    (double)(tm_now_ns() - start) * 1e-9);
 		if (oom) {
 			hx_result_release(out);
 			return tm_err_set(err, TM_ENOMEM, "harness",

@@ -1,18 +1,22 @@
 /* run_main.c: tinymlperf-run, the worker the daemon spawns and the local runner competitors
- * use.  Subcommands are rows of a table: `cpu` prints the CPU's features, `train` rebuilds an
- * event's reference weights from the real data (DIR/models/<event>.safetensors).  Exit codes:
- * 0 ok, 2 bad arguments, 4 internal error (data, training or file failure); errors go to
- * stderr as one line. */
+ * use.  Subcommands are rows of a table: `run` measures a config against the event's baseline
+ * (events/run.c; the daemon's protocol in docs/results.md), `validate` checks a config,
+ * `events` lists the events, `cpu` prints the CPU's features, `train` rebuilds an event's
+ * reference weights from the real data (DIR/models/<event>.safetensors).  Exit codes: 0 ok,
+ * 2 bad arguments or an invalid config, 3 a resource limit, 4 internal error (data, training
+ * or file failure); errors go to stderr as one line. */
 #include "engine.h"
 #include "events.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define EXIT_BADARGS 2   /* also: an invalid config */
 #define EXIT_LIMIT 3     /* a config over a resource limit */
@@ -29,8 +33,12 @@ static int cmd_cpu(int argc, char **argv);
 static int cmd_train(int argc, char **argv);
 static int cmd_validate(int argc, char **argv);
 static int cmd_events(int argc, char **argv);
+static int cmd_run(int argc, char **argv);
 
 static const command commands[] = {
+	{"run", cmd_run, "CONFIG.json [options]",
+	 "measure a config against its event's baseline: quality on the\n"
+	 "                         full test set, timed runs, statistics, the result"},
 	{"cpu", cmd_cpu, "", "print this CPU's features and the kernel set 'auto' picks"},
 	{"validate", cmd_validate, "CONFIG.json",
 	 "check a config (every error with its field path); exit 0 valid,\n"
@@ -52,6 +60,36 @@ static void usage(FILE *out)
 	}
 	fprintf(out, "  %-22s %s\n  %-22s %s\n", "--help", "print this help", "--version",
 		"print the version");
+	fprintf(out, "\nrun options (the daemon passes them; all have defaults):\n"
+		     "  --json              JSON lines on stdout: progress, then the result\n"
+		     "                      (default on a terminal: stage lines, a progress bar\n"
+		     "                      and a result table)\n"
+		     "  --data-dir DIR      reference weights in DIR/models (TINYMLPERF_DATA_DIR,\n"
+		     "                      default ./var)\n"
+		     "  --dataset-dir DIR   Fashion-MNIST directory (TINYMLPERF_DATASET_DIR,\n"
+		     "                      default " TM_FMNIST_DIR ")\n"
+		     "  --submission ID     the daemon's submission id, recorded (default null)\n"
+		     "  --cpus LIST         pin to these CPUs, e.g. 1 or 2-3 (default: inherited)\n"
+		     "  --min-count N       timed queries at least; 0: the event's default\n"
+		     "                      (mlp 1024 images, cnn 10 passes, decathlon 64 prompts)\n"
+		     "  --min-duration S    timed seconds of the submission at least (default 5)\n"
+		     "  --max-duration S    cap on the timed loop with the baseline (default 120;\n"
+		     "                      0: none)\n"
+		     "  --warmup N          warm-up queries of each side, untimed, also at least\n"
+		     "                      0.2 s (0: the event's default: mlp 32, cnn 1,\n"
+		     "                      decathlon 8)\n"
+		     "  --seed N            query order and bootstrap seed (default 1)\n"
+		     "  --limit-memory MB   address-space limit, MiB (default 4096; 0: none)\n"
+		     "  --limit-cpu S       CPU-time limit, seconds (default 3600; 0: none)\n"
+		     "  --limit-files N     open-file limit (default 64; 0: unchanged)\n"
+		     "  --limit-fsize MB    file-size limit, MiB (default 64; 0: none)\n"
+		     "  --result FILE       also write the result object to FILE\n"
+		     "  --no-sandbox        no seccomp filter (debugging only; limits still apply)\n"
+		     "  --sandbox-test ACT  for tests: skip the work, apply the sandbox and try\n"
+		     "                      ACT (socket, connect, execve, fork, open-write, alloc,\n"
+		     "                      spin); the sandbox must stop it\n"
+		     "  --max-test-items N  for tests: use the first N test items only (the result\n"
+		     "                      is INVALID)\n");
 	fprintf(out, "\ntrain options:\n"
 		     "  --data-dir DIR     data directory (TINYMLPERF_DATA_DIR, default ./var)\n"
 		     "  --dataset-dir DIR  Fashion-MNIST directory (TINYMLPERF_DATASET_DIR,\n"
@@ -480,6 +518,180 @@ out:
 	tm_dataset_release(&train);
 	tm_dataset_release(&test);
 	return code;
+}
+
+// ---- run ----
+
+static bool parse_double(const char *s, double min, double max, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || *end || errno || !(v >= min && v <= max))
+		return false;
+	*out = v;
+	return true;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"data-dir", required_argument, NULL, 'd'},
+		{"dataset-dir", required_argument, NULL, 'D'},
+		{"submission", required_argument, NULL, 'i'},
+		{"cpus", required_argument, NULL, 'c'},
+		{"min-count", required_argument, NULL, 'n'},
+		{"min-duration", required_argument, NULL, 'm'},
+		{"max-duration", required_argument, NULL, 'M'},
+		{"seed", required_argument, NULL, 's'},
+		{"warmup", required_argument, NULL, 'W'},
+		{"limit-memory", required_argument, NULL, 'A'},
+		{"limit-cpu", required_argument, NULL, 'C'},
+		{"limit-files", required_argument, NULL, 'F'},
+		{"limit-fsize", required_argument, NULL, 'Z'},
+		{"result", required_argument, NULL, 'r'},
+		{"no-sandbox", no_argument, NULL, 'N'},
+		{"sandbox-test", required_argument, NULL, 'T'},
+		{"max-test-items", required_argument, NULL, 'X'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	run_opts o;
+	run_opts_default(&o);
+	const char *env;
+	if ((env = getenv("TINYMLPERF_DATA_DIR")) && *env)
+		o.data_dir = env;
+	if ((env = getenv("TINYMLPERF_DATASET_DIR")) && *env)
+		o.dataset_dir = env;
+	const char *result_path = NULL;
+	long v;
+	tm_err err = {0};
+	optind = 1;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			o.json = true;
+			break;
+		case 'd':
+			o.data_dir = optarg;
+			break;
+		case 'D':
+			o.dataset_dir = optarg;
+			break;
+		case 'i':
+			if (!parse_long(optarg, 0, 0x7fffffffffffffffL, &v))
+				return fail(EXIT_BADARGS, "run: --submission '%s' is not an integer >= 0",
+					    optarg);
+			o.submission = v;
+			break;
+		case 'c':
+			if (sbx_cpus_parse(optarg, &o.cpus, &err) < 0)
+				return fail(EXIT_BADARGS, "run: %s", err.msg);
+			o.have_cpus = true;
+			break;
+		case 'n':
+			if (!parse_long(optarg, 0, 100000000, &v))
+				return fail(EXIT_BADARGS, "run: --min-count '%s', must be in [0, 1e8]",
+					    optarg);
+			o.min_count = (size_t)v;
+			break;
+		case 'm':
+			if (!parse_double(optarg, -1, 86400, &o.min_duration_s))
+				return fail(EXIT_BADARGS, "run: --min-duration '%s', must be in [0, "
+					    "86400] seconds (-1: the default)", optarg);
+			break;
+		case 'M':
+			if (!parse_double(optarg, -1, 86400, &o.max_duration_s))
+				return fail(EXIT_BADARGS, "run: --max-duration '%s', must be in [0, "
+					    "86400] seconds (-1: the default)", optarg);
+			break;
+		case 's':
+			if (!parse_u64(optarg, &o.seed))
+				return fail(EXIT_BADARGS, "run: --seed '%s' is not an integer in "
+					    "[0, 2^64)", optarg);
+			break;
+		case 'W':
+			if (!parse_long(optarg, 0, 1000000, &v))
+				return fail(EXIT_BADARGS, "run: --warmup '%s', must be in [0, 1e6]",
+					    optarg);
+			o.warmup_count = (size_t)v;
+			break;
+		case 'A':
+			if (!parse_long(optarg, 0, 1L << 30, &v) || (v > 0 && v < 16))
+				return fail(EXIT_BADARGS, "run: --limit-memory '%s', must be 0 or in "
+					    "[16, 2^30] MiB", optarg);
+			o.limits.memory_mb = v;
+			break;
+		case 'C':
+			if (!parse_long(optarg, 0, 100000000, &v))
+				return fail(EXIT_BADARGS, "run: --limit-cpu '%s', must be in [0, 1e8] "
+					    "seconds", optarg);
+			o.limits.cpu_s = v;
+			break;
+		case 'F':
+			if (!parse_long(optarg, 0, 1000000, &v) || (v > 0 && v < 16))
+				return fail(EXIT_BADARGS, "run: --limit-files '%s', must be 0 or in "
+					    "[16, 1e6]", optarg);
+			o.limits.files = v;
+			break;
+		case 'Z':
+			if (!parse_long(optarg, 0, 1L << 30, &v))
+				return fail(EXIT_BADARGS, "run: --limit-fsize '%s', must be in [0, 2^30] "
+					    "MiB", optarg);
+			o.limits.fsize_mb = v;
+			break;
+		case 'r':
+			result_path = optarg;
+			break;
+		case 'N':
+			o.sandbox = false;
+			break;
+		case 'T':
+			o.sandbox_test = optarg;
+			break;
+		case 'X':
+			if (!parse_long(optarg, 1, 10000, &v))
+				return fail(EXIT_BADARGS, "run: --max-test-items '%s', must be in "
+					    "[1, 10000]", optarg);
+			o.max_test_items = (int)v;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			return fail(EXIT_BADARGS, "run: option '%s' needs a value", argv[optind - 1]);
+		default:
+			return fail(EXIT_BADARGS, "run: unknown option '%s' (see --help)",
+				    argv[optind - 1]);
+		}
+	}
+	if (optind != argc - 1)
+		return fail(EXIT_BADARGS, "run: expected one CONFIG.json, got %d arguments",
+			    argc - optind);
+	o.config_path = argv[optind];
+	o.tty = !o.json && isatty(STDOUT_FILENO);
+	size_t len;
+	char *text = read_file(o.config_path, CFG_MAX_BYTES, &len);
+	if (!text)
+		return fail(EXIT_BADARGS, "run: cannot read '%s': %s", o.config_path,
+			    errno == EFBIG ? "larger than the 256 KiB limit" : strerror(errno));
+	if (result_path) {
+		/* Opened now: the sandbox allows no opening for writing later. */
+		o.result_fd = open(result_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (o.result_fd < 0) {
+			free(text);
+			return fail(EXIT_BADARGS, "run: cannot create '%s': %s", result_path,
+				    strerror(errno));
+		}
+	}
+	int rc = run_config(&o, text, len);
+	free(text);
+	if (o.result_fd >= 0)
+		close(o.result_fd);
+	return rc;
 }
 
 // ---- main ----
