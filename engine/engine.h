@@ -1136,5 +1136,19 @@ void tm_tf_infer_get_stats(const tm_tf_infer *t, tm_infer_stats *st);
 int tm_tf_infer_n_layers(const tm_tf_infer *t);
 const tm_infer_layer *tm_tf_infer_layer_at(const tm_tf_infer *t, int i);
 size_t tm_tf_infer_cache_bytes(const tm_tf_infer *t);  /* 0 without a cache */
+/* Without the cache, tm_tf_infer_generate recomputes the state from nothing at every step in
+ * the cached path's decomposition (the prompt's rows in one forward, then one row per
+ * generated token), so both give bit-identical logits with any kernel set.  This is the plain
+ * uncached path instead: one forward over the whole prefix per step (GEMM over all its rows),
+ * the fastest way without a cache; its tokens equal the others' up to float rounding (bitwise
+ * with the portable kernels).  Options as tm_tf_infer_generate; kv_cache is ignored. */
+int tm_tf_infer_generate_recompute(tm_tf_infer *t, const tm_ctx *ctx, const int32_t *prompt,
+				   int n_prompt, int max_new, int32_t stop, int32_t *out,
+				   tm_prof *prof, tm_err *err);
+/* (vocab) logits of the last generated step, valid until the next call on t. */
+const float *tm_tf_infer_logits(const tm_tf_infer *t);
+/* Heads and FFN neurons block layer kept after structured pruning (-1 out of range). */
+int tm_tf_infer_block_heads(const tm_tf_infer *t, int layer);
+int tm_tf_infer_block_ff(const tm_tf_infer *t, int layer);
 
 #endif
