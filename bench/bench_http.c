@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #define HTTP_ADMIN "bench-admin-token-0123456789abcdef"
-#define WRK_SECONDS "3"
+#define WRK_SECONDS "2"
 #define WRK_CONNECTIONS "32"
 
 typedef struct daemon_proc {
@@ -339,25 +339,34 @@ void bench_http(bench_ctx *b)
 		return;
 	}
 	size_t body_len = strlen(body);
+	/* Alternate ours and the anchor, best of three each: the machine may be shared. */
 	long non2xx = 0;
-	double ours = run_wrk(d.port, "/api/v1/leaderboard/mlp_sprint", NULL, &non2xx);
-	double anchor = anchor_rps(body, body_len);
+	double ours = 0, anchor = 0;
+	for (int round = 0; round < 3; round++) {
+		double o = run_wrk(d.port, "/api/v1/leaderboard/mlp_sprint", NULL, &non2xx);
+		double a = anchor_rps(body, body_len);
+		ours = o > ours ? o : ours;
+		anchor = a > anchor ? a : anchor;
+	}
 	char name[96], anchor_name[96];
 	snprintf(anchor_name, sizeof(anchor_name), "static MHD body of %zu bytes", body_len);
 	snprintf(name, sizeof(name), "http_leaderboard_vs_mhd_static");
 	bench_add(b, name, ours, "req/s", anchor_name, anchor, true, 0.8);
 	free(body);
 
-	/* POST: a wrk script with the body and the token of team 00. */
+	/* POST: a wrk script that rotates the 20 teams' tokens (as a class would). */
 	char script[256];
 	snprintf(script, sizeof(script), "%s/post.lua", d.dir);
 	FILE *f = fopen(script, "w");
 	if (f) {
-		const char *tok = strstr(auth[0], "Bearer ") + 7;
-		fprintf(f, "wrk.method = \"POST\"\nwrk.body = '%s'\n"
-			"wrk.headers[\"Content-Type\"] = \"application/json\"\n"
-			"wrk.headers[\"Authorization\"] = \"Bearer %.*s\"\n", cfg,
-			(int)(strcspn(tok, "\r")), tok);
+		fprintf(f, "local body = '%s'\nlocal tokens = {\n", cfg);
+		for (int t = 0; t < 20; t++) {
+			const char *tok = strstr(auth[t], "Bearer ") + 7;
+			fprintf(f, "  \"%.*s\",\n", (int)strcspn(tok, "\r"), tok);
+		}
+		fprintf(f, "}\nlocal i = 0\nrequest = function()\n  i = i + 1\n"
+			"  return wrk.format(\"POST\", nil, {[\"Content-Type\"] = \"application/json\", "
+			"[\"Authorization\"] = \"Bearer \" .. tokens[(i %% #tokens) + 1]}, body)\nend\n");
 		fclose(f);
 		double posts = run_wrk(d.port, "/api/v1/submissions", script, &non2xx);
 		double secs = strtod(WRK_SECONDS, NULL);

@@ -1023,6 +1023,44 @@ static char *lb_csv(const cJSON *rows)
 	return buf;
 }
 
+/* Leaderboard replies are cached by query until the next result is stored (the scheduler's
+ * results version); a busy page costs one lookup instead of a query and a JSON build. */
+static bool lb_cache_get(srv_app *app, const char *key, http_reply *rep)
+{
+	if (!app->sched)
+		return false;
+	uint64_t version = sched_results_version(app->sched);
+	for (int i = 0; i < SRV_LB_CACHE; i++) {
+		srv_cache_entry *e = &app->lb_cache[i];
+		if (e->body && e->version == version && strcmp(e->key, key) == 0) {
+			free(rep->body);
+			rep->status = 200;
+			rep->content_type = e->content_type;
+			rep->body = tm_xmalloc(e->len + 1);
+			memcpy(rep->body, e->body, e->len + 1);
+			rep->len = e->len;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void lb_cache_put(srv_app *app, const char *key, const http_reply *rep)
+{
+	if (!app->sched || rep->status != 200 || !rep->body)
+		return;
+	srv_cache_entry *e = &app->lb_cache[app->lb_cache_next];
+	app->lb_cache_next = (app->lb_cache_next + 1) % SRV_LB_CACHE;
+	free(e->body);
+	snprintf(e->key, sizeof(e->key), "%s", key);
+	e->version = sched_results_version(app->sched);
+	e->content_type = rep->content_type;
+	e->body = tm_xmalloc(rep->len + 1);
+	memcpy(e->body, rep->body, rep->len);
+	e->body[rep->len] = '\0';
+	e->len = rep->len;
+}
+
 static void api_leaderboard(void *app_, const http_request *req, http_reply *rep)
 {
 	srv_app *app = app_;
@@ -1053,6 +1091,11 @@ static void api_leaderboard(void *app_, const http_request *req, http_reply *rep
 	    !api_query_int(req, "offset", 0, 1000000, 0, &offset, rep) ||
 	    !api_query_int(req, "all", 0, 1, 0, &all, rep))
 		return;
+	char key[sizeof(app->lb_cache[0].key)];
+	snprintf(key, sizeof(key), "%s|%s|%ld|%ld|%ld|%s", ev->name, division, all, limit, offset,
+		 format);
+	if (lb_cache_get(app, key, rep))
+		return;
 	lb_collect lc = { cJSON_CreateArray(), offset };
 	int64_t total = 0;
 	int rc = db_leaderboard(app->db, ev->name, division, all != 0, (int)limit, (int)offset,
@@ -1069,6 +1112,7 @@ static void api_leaderboard(void *app_, const http_request *req, http_reply *rep
 		rep->content_type = "text/csv; charset=utf-8";
 		rep->body = csv;
 		rep->len = strlen(csv);
+		lb_cache_put(app, key, rep);
 		return;
 	}
 	cJSON *root = cJSON_CreateObject();
@@ -1105,6 +1149,7 @@ static void api_leaderboard(void *app_, const http_request *req, http_reply *rep
 	cJSON_AddItemToObject(root, "rows", lc.rows);
 	http_reply_json(rep, 200, cJSON_PrintUnformatted(root));
 	cJSON_Delete(root);
+	lb_cache_put(app, key, rep);
 }
 
 const http_route api_routes[] = {

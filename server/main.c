@@ -204,6 +204,8 @@ int main(int argc, char **argv)
 	uv_loop_close(&d.loop);
 	db_close(store);
 	free(routes);
+	for (int i = 0; i < SRV_LB_CACHE; i++)
+		free(app.lb_cache[i].body);
 	log_info(&d.log, "stopped", "%s", "status=0");
 	return 0;
 }

@@ -1084,6 +1084,11 @@ void sched_get_metrics(sched *s, sched_metrics *m)
 		m->references_ready += s->ref[e] == REF_READY;
 }
 
+uint64_t sched_results_version(const sched *s)
+{
+	return s->finished;
+}
+
 const char *sched_reference_state(sched *s, int i)
 {
 	return i >= 0 && i < EV_COUNT ? ref_names[s->ref[i]] : NULL;

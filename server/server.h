@@ -354,6 +354,8 @@ void sched_cancel(sched *s, int64_t id);
 void sched_drain(sched *s, double grace_s, void (*done)(void *), void *arg);
 void sched_free(sched *s);
 void sched_get_metrics(sched *s, sched_metrics *m);
+/* Bumped whenever a result is stored: cached leaderboards older than it are stale. */
+uint64_t sched_results_version(const sched *s);
 /* "ready", "training", "queued", "missing" or "failed" for event i (ev_event_at order). */
 const char *sched_reference_state(sched *s, int i);
 
@@ -364,7 +366,18 @@ typedef struct sched_sub sched_sub;
 sched_sub *sched_subscribe(sched *s, int64_t id, sched_sub_fn fn, void *arg);
 void sched_unsubscribe(sched *s, sched_sub *sub);
 
+#define SRV_LB_CACHE 16
+typedef struct srv_cache_entry {
+	char key[160];              /* event|division|all|limit|offset|format */
+	uint64_t version;           /* sched_results_version when built */
+	const char *content_type;
+	char *body;                 /* (len + 1), NUL-terminated */
+	size_t len;
+} srv_cache_entry;
+
 typedef struct srv_app {
+	srv_cache_entry lb_cache[SRV_LB_CACHE];  /* leaderboard replies (api.c) */
+	int lb_cache_next;
 	db *db;
 	sched *sched;               /* NULL in tests that run the API alone */
 	http_server *http;

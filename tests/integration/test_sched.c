@@ -269,6 +269,47 @@ START_TEST(test_reference_trained_first)
 }
 END_TEST
 
+/* The whole path with the real worker: a reference trained for one epoch, an INT8 config
+ * submitted over HTTP, tinymlperf-run run as the worker (sandboxed, as the worker user when
+ * root), its result stored and ranked when it is VALID and passes the gate. */
+START_TEST(test_real_worker_end_to_end)
+{
+	tt_daemon d;
+	const char *args[] = { "--workers", "1", "--drain-grace", "0", "--worker-min-count", "64",
+			       "--worker-min-duration", "0.3", "--worker-max-duration", "20", NULL };
+	ck_assert_int_eq(tt_daemon_start_admin(&d, ADMIN, args), 0);
+	char *run = tt_build_path("tinymlperf-run");
+	char cmd[1400];
+	snprintf(cmd, sizeof(cmd), "%s train mlp_sprint --data-dir %s --epochs 1 --threads 1 "
+		 ">/dev/null 2>&1", run, d.data_dir);
+	ck_assert_int_eq(system(cmd), 0);
+	free(run);
+	char tok[80];
+	ck_assert_int_eq(tt_make_team(d.port, ADMIN, "real one", tok, sizeof(tok)), 0);
+	int64_t id = submit(&d, tok, "{\"event\":\"mlp_sprint\",\"name\":\"int8\","
+				      "\"optimize\":{\"quantize\":{\"dtype\":\"int8\"}}}");
+	char *body = tt_wait_submission(d.port, id, NULL, 180);
+	ck_assert_ptr_nonnull(body);
+	cJSON *j = cJSON_Parse(body);
+	free(body);
+	const char *status = cJSON_GetObjectItem(j, "status")->valuestring;
+	if (strcmp(status, "finished") != 0)
+		ck_abort_msg("status %s: %s", status, cJSON_Print(cJSON_GetObjectItem(j, "error")));
+	cJSON *res = cJSON_GetObjectItem(j, "result");
+	cJSON *q = cJSON_GetObjectItem(res, "quality");
+	ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(q, "passed")));
+	ck_assert_double_gt(cJSON_GetObjectItem(q, "value")->valuedouble, 0.7);
+	ck_assert_double_gt(cJSON_GetObjectItem(cJSON_GetObjectItem(res, "speedup"), "value")->valuedouble, 1.0);
+	ck_assert_int_gt(count_rows(&d, "SELECT count(*) FROM timings WHERE series='baseline'"), 63);
+	bool ranked = cJSON_IsTrue(cJSON_GetObjectItem(res, "valid"));
+	cJSON_Delete(j);
+	j = get_json(&d, "/api/v1/leaderboard/mlp_sprint");
+	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "rows")), ranked ? 1 : 0);
+	cJSON_Delete(j);
+	ck_assert_int_eq(tt_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 Suite *sched_suite(void)
 {
 	Suite *s = suite_create("sched");
@@ -278,6 +319,7 @@ Suite *sched_suite(void)
 	tcase_add_test(tc, test_cancel_kills_running_job);
 	tcase_add_test(tc, test_teams_take_turns);
 	tcase_add_test(tc, test_reference_trained_first);
+	tcase_add_test(tc, test_real_worker_end_to_end);
 	suite_add_tcase(s, tc);
 	return s;
 }
