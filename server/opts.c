@@ -56,6 +56,7 @@ static const opt_def opt_table[] = {
 	{ "max-attempts", LONG(max_attempts), "3", 1, 100, "starts of one submission (daemon restarts) before it fails", false },
 	{ "drain-grace", LONG(drain_grace_s), "30", 0, 86400, "SIGTERM: seconds running jobs get to finish before they are requeued", false },
 	{ "train-references", STR(train_references), "missing", 0, 0, "train missing reference models at start: missing, no, or a comma list of events", false },
+	{ "hold-queue", BOOL(hold_queue), "0", 0, 0, "accept and queue submissions but start no jobs (maintenance, load tests)", false },
 	{ "check", BOOL(check_only), "0", 0, 0, "validate the configuration and exit", false },
 	{ "help", OPT_ACTION, 0, 0, "", 0, 0, "print this help and exit", false },
 	{ "version", OPT_ACTION, 0, 0, "", 0, 0, "print the version and exit", false },

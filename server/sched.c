@@ -957,7 +957,7 @@ static void start_training(slot *sl, int ev)
 
 static void sched_dispatch(sched *s)
 {
-	if (s->draining || s->closing)
+	if (s->draining || s->closing || s->o->hold_queue)
 		return;
 	for (int i = 0; i < s->n_slots; i++) {
 		slot *sl = &s->slots[i];

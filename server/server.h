@@ -44,6 +44,7 @@ typedef struct srv_opts {
 	long max_attempts;           /* starts of one submission before it fails */
 	long drain_grace_s;          /* SIGTERM: seconds running jobs get to finish */
 	char train_references[128];  /* missing, no, or a comma list of events */
+	bool hold_queue;             /* accept and queue submissions, start no jobs */
 } srv_opts;
 
 enum srv_opts_result {
