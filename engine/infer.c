@@ -22,6 +22,7 @@
 #define MAX_SPARSITY 0.99
 #define FINETUNE_MLP_LR 3e-3f       /* Adam, cosine to 0 over the fine-tuning epochs */
 #define FINETUNE_MLP_BATCH 64
+#define INT8_CONV_MIN_K 32          /* cin * 9 below this: the conv stays FP32 */
 
 // ---- representation ----
 
@@ -436,7 +437,10 @@ static int build_weights(ilayer *l, const tm_layer *ml, const tm_infer_opts *o,
 	l->info.nonzero = count_nonzero(ml->w, ml->w_len) + count_nonzero(ml->b, ml->b_len);
 	l->run_flops = ml->flops;
 	/* bias (and the conv's float weights) in one allocation */
-	size_t wfloats = conv && !o->quantize ? ml->w_len : 0;
+	/* int8 conv with a short patch (the first conv: one channel, k = 9) loses to the FP32
+	 * kernel: quantizing, gathering and transposing cost more than the products save */
+	bool q8 = o->quantize && !(conv && k < INT8_CONV_MIN_K);
+	size_t wfloats = conv && !q8 ? ml->w_len : 0;
 	l->wb = falloc((wfloats + (size_t)n) * sizeof(float));
 	if (!l->wb)
 		return tm_err_set(err, TM_ENOMEM, l->info.name, "infer: layer '%s': out of memory",
@@ -483,7 +487,7 @@ static int build_weights(ilayer *l, const tm_layer *ml, const tm_infer_opts *o,
 			snprintf(dense_why, sizeof(dense_why), ": %.1f%% zeros < %.0f%% break-even",
 				 100.0 * zeros, 100.0 * be);
 	}
-	if (o->quantize) {
+	if (q8) {
 		if ((rc = tm_qlinear_new(n, k, ml->w, ml->b, o->gran, x_scale, &l->ql, err)) < 0)
 			return rc;
 		tm_ctx qc = { .isa = isa, .pool = NULL };
@@ -500,6 +504,8 @@ static int build_weights(ilayer *l, const tm_layer *ml, const tm_infer_opts *o,
 		l->info.bytes = (ml->w_len + (size_t)n) * sizeof(float);
 		snprintf(kern, kl, "f32 im2col %s", tm_isa_name(isa));
 		str_append(kern, kl, dense_why);
+		if (o->quantize)
+			str_append(kern, kl, " (int8 does not pay at k < 32)");
 		return 0;
 	}
 	if ((rc = tm_linear_pack(ctx, n, k, ml->w, &l->pw, err)) < 0)
@@ -697,6 +703,30 @@ fail:
 
 // ---- forward ----
 
+/* Max-pool 2x2 for inference: the values tm_maxpool2_forward gives (the window is compared in
+ * the same order, a later element wins only when strictly greater, so ties and NaNs resolve
+ * the same), without recording the argmax, so the compiler can drop the branches. */
+static void maxpool2(int n, int c, int h, int w, const float *x, float *y)
+{
+	int oh = h / 2, ow = w / 2;
+	for (size_t pl = 0; pl < (size_t)n * c; pl++) {
+		const float *xp = x + pl * h * w;
+		float *yp = y + pl * oh * ow;
+		for (int oy = 0; oy < oh; oy++) {
+			const float *r0 = xp + (size_t)2 * oy * w, *r1 = r0 + w;
+			float *yr = yp + (size_t)oy * ow;
+			for (int ox = 0; ox < ow; ox++) {
+				float m = r0[2 * ox], v = r0[2 * ox + 1];
+				m = v > m ? v : m;
+				v = r1[2 * ox];
+				m = v > m ? v : m;
+				v = r1[2 * ox + 1];
+				yr[ox] = v > m ? v : m;
+			}
+		}
+	}
+}
+
 static void layer_run(const tm_infer *inf, const ilayer *l, const tm_ctx *ctx, int n,
 		      const float *xf, const int8_t *xq)
 {
@@ -733,7 +763,7 @@ static void layer_run(const tm_infer *inf, const ilayer *l, const tm_ctx *ctx, i
 			tm_relu_forward((size_t)n * l->out_size, xf, l->out);
 		break;
 	case IK_POOL:
-		tm_maxpool2_forward(n, l->in_c, l->in_h, l->in_w, xf, l->out, NULL);
+		maxpool2(n, l->in_c, l->in_h, l->in_w, xf, l->out);
 		break;
 	case IK_FLATTEN:
 		break;

@@ -118,7 +118,6 @@ typedef struct tfi_mat {
 	tm_sparse_w *sw;
 	tm_qcalib *cal;      /* input calibration while building */
 	tm_infer_layer info;
-	tm_prof_entry *pe;   /* profile entry of the current call (cached per generate) */
 } tfi_mat;
 
 static void mat_release(tfi_mat *x)
@@ -423,7 +422,7 @@ enum { P_LN1 = 0, P_QKV, P_ATTN, P_PROJ, P_LN2, P_FC, P_FC2 };
 
 /* The profile of one call: entries looked up once per generate. */
 typedef struct tfi_prof {
-	tm_prof *p;
+	tm_prof *p;          /* the caller's profile */
 	tm_prof_entry *emb, *lnf, *head;
 	tm_prof_entry *blk[TM_TF_MAX_LAYERS][7];
 } tfi_prof;

@@ -215,8 +215,7 @@ static const char *throughput_unit(const ev_event *ev)
 
 static const char *const web_csp =
 	"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-	"frame-ancestors 'none'";
+	"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'";
 
 /* The head, the site header and the opening of <main>.  script: a file of web/ or NULL. */
 static void page_begin(wb *b, const char *title, const char *nav, const char *script)
