@@ -157,7 +157,7 @@ BENCH := $(BUILD)/tm-bench
 B = $(addprefix $(BUILD)/,$(1))
 
 .FORCE:
-.PHONY: .FORCE all run check tests bench deps deps-bench asan install uninstall clean
+.PHONY: .FORCE all run check tests bench deps deps-bench asan install uninstall clean references
 .DEFAULT_GOAL := all
 
 all: $(DAEMON) $(RUNNER)
@@ -221,6 +221,19 @@ bench:
 	@$(MAKE) --no-print-directory deps deps-bench
 	@$(MAKE) --no-print-directory $(BENCH) all
 	./$(BENCH) --json $(BUILD)/bench.json
+
+# The three reference models, trained from the real data into DATA_DIR/models (what a first
+# start of the daemon would otherwise do in the background; the Docker image runs it at build
+# time so a container starts ready).  Existing files are kept.
+DATA_DIR ?= ./var
+references: $(RUNNER)
+	@for ev in mlp_sprint cnn_marathon transformer_decathlon; do \
+		if [ -f "$(DATA_DIR)/models/$$ev.safetensors" ]; then \
+			echo "references: $$ev exists"; \
+		else \
+			./$(RUNNER) train $$ev --data-dir "$(DATA_DIR)" || exit 1; \
+		fi; \
+	done
 
 # ---- dependencies (Debian 12) ----
 
