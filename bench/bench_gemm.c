@@ -6,8 +6,9 @@
  * the events run it); the CNN's convolutions appear both as im2col rows of pixels (M = pixels
  * of 1 and of 64 images, N = out channels) and as the per-image NN product engine/ops.c
  * calls.  Our linear rows also add the bias (OpenBLAS does not), so the comparison is, if
- * anything, unfavourable to us.  Each row alternates ours and theirs for several rounds and
- * keeps the fastest repetition of each (min-of-N, as the machine is shared and noisy). */
+ * anything, unfavourable to us.  All operands are 64-byte aligned.  Each row alternates ours
+ * and theirs for several rounds and keeps the fastest repetition of each (min-of-N, as the
+ * machine is shared and noisy). */
 #include "bench.h"
 
 #include <cblas.h>
@@ -80,9 +81,12 @@ static void measure(bench_ctx *b, gemm_case *ours, double *g_ours, double *g_bla
 	*g_blas = flop * ours->reps / t_blas * 1e-9;
 }
 
+/* Operands are 64-byte aligned, as the engine stores weights (tm_alloc_aligned, safetensors
+ * slots) and as OpenBLAS is fastest: malloc's 16-byte alignment made the row-by-row reads of
+ * both libraries cross a cache line at every row and the ratio depend on where malloc put W. */
 static float *rnd(size_t n, uint32_t seed)
 {
-	float *x = malloc(sizeof(float) * n);
+	float *x = aligned_alloc(64, (sizeof(float) * n + 63) & ~(size_t)63);
 	if (!x)
 		abort();
 	uint32_t s = seed * 2654435761u + 1;
@@ -96,7 +100,7 @@ static float *rnd(size_t n, uint32_t seed)
 static void bench_square(bench_ctx *b, const tm_ctx *ctx, int s)
 {
 	float *a = rnd((size_t)s * s, 1), *bb = rnd((size_t)s * s, 2);
-	float *c = calloc((size_t)s * s, sizeof(float));
+	float *c = rnd((size_t)s * s, 8);
 	gemm_case g = { .op = OP_SGEMM, .m = s, .n = s, .k = s, .ctx = ctx, .a = a, .b = bb, .c = c };
 	double ours, blas;
 	measure(b, &g, &ours, &blas);
@@ -113,7 +117,7 @@ static void bench_square(bench_ctx *b, const tm_ctx *ctx, int s)
 static void bench_nn(bench_ctx *b, const tm_ctx *ctx, const char *tag, int m, int n, int k)
 {
 	float *a = rnd((size_t)m * k, 6), *bb = rnd((size_t)k * n, 7);
-	float *c = calloc((size_t)m * n, sizeof(float));
+	float *c = rnd((size_t)m * n, 8);
 	gemm_case g = { .op = OP_SGEMM, .m = m, .n = n, .k = k, .ctx = ctx, .a = a, .b = bb, .c = c };
 	double ours, blas;
 	measure(b, &g, &ours, &blas);
@@ -129,7 +133,7 @@ static void bench_nn(bench_ctx *b, const tm_ctx *ctx, const char *tag, int m, in
 static void bench_layer(bench_ctx *b, const tm_ctx *ctx, const char *tag, int m, int n, int k)
 {
 	float *x = rnd((size_t)m * k, 3), *w = rnd((size_t)n * k, 4), *bias = rnd((size_t)n, 5);
-	float *y = calloc((size_t)m * n, sizeof(float));
+	float *y = rnd((size_t)m * n, 8);
 	tm_packed_w *pw = NULL;
 	tm_err err;
 	if (tm_linear_pack(ctx, n, k, w, &pw, &err) != 0) {

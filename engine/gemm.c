@@ -6,10 +6,12 @@
  * activation fused into its store.  op(B) is packed per call into contiguous panels unless
  * its rows can be read in place (few row tiles, or a compact block); op(A) is read in place
  * when its rows run along k, packed otherwise.  A single row of X takes a matrix-vector
- * kernel, narrow layers with a long k a dot-product kernel, and tm_linear_pack keeps W in the
- * panel layout for layers run many times.  With a pool the work is split into column or row
- * ranges of whole tiles; the k blocking depends only on k, so every element is summed in the
- * same order whatever the thread count. */
+ * kernel (called directly, without building a job, when one thread does it: batch 1 is
+ * latency-bound and a small layer takes tens of nanoseconds), narrow layers with a long k a
+ * dot-product kernel, and tm_linear_pack keeps W in the panel layout for layers run many
+ * times.  With a pool the work is split into column or row ranges of whole tiles; the k
+ * blocking depends only on k, so every element is summed in the same order whatever the
+ * thread count. */
 #include "gemm_int.h"
 
 #include <math.h>
@@ -323,6 +325,14 @@ static void run_job(const tm_ctx *ctx, gemm_job *j)
 		tm_pool_run(ctx->pool, j->ntasks, run_task, j);
 }
 
+/* True when one thread does a job of m * n * k multiply-adds (run_job's rule), so a single
+ * row can go straight to its kernel without building a job (batch 1 is latency-bound). */
+static bool one_thread(const tm_ctx *ctx, int m, int n, int k)
+{
+	return !ctx || !ctx->pool || (double)m * n * k < GEMM_MT_MIN_FLOPS ||
+	       tm_pool_threads(ctx->pool) <= 1;
+}
+
 /* The dot-product kernel wins when few rows or few columns leave the tile half empty. */
 static bool want_dot(int m, int n, int k)
 {
@@ -387,6 +397,11 @@ void tm_linear(const tm_ctx *ctx, int m, int n, int k, const float *x, const flo
 	if (!ks || k <= 0) {
 		tm_sgemm(NULL, false, true, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
 		epilogue_portable(m, n, bias, act, y);
+		return;
+	}
+	if (m == 1 && one_thread(ctx, m, n, k)) {
+		gemm_epi e = { .alpha = 1.0f, .beta = 0.0f, .bias = bias, .act = act };
+		ks->gemv_rows(n, k, x, w, k, y, &e);
 		return;
 	}
 	sgemm_simd(ctx, ks, false, true, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n, bias, act);
@@ -478,6 +493,14 @@ void tm_linear_packed(const tm_ctx *ctx, int m, const tm_packed_w *pw, const flo
 	int n = pw->n, k = pw->k;
 	tm_isa isa = ctx_isa(ctx);
 	const gemm_kernels *ks = isa >= pw->isa ? kernels_for(pw->isa) : NULL;
+	if (ks && m == 1 && one_thread(ctx, m, n, k)) {
+		gemm_epi e = { .alpha = 1.0f, .beta = 0.0f, .bias = bias, .act = act };
+		if (pw->layout == GEMM_LAYOUT_ROWS)
+			ks->gemv_rows(n, k, x, pw->data, k, y, &e);
+		else
+			ks->gemv_panels(n, k, x, pw->data, (size_t)k * pw->nr, pw->nr, y, &e);
+		return;
+	}
 	if (pw->layout == GEMM_LAYOUT_ROWS) {
 		tm_ctx c2 = { .isa = ks ? pw->isa : TM_ISA_PORTABLE, .pool = ctx ? ctx->pool : NULL };
 		tm_linear(&c2, m, n, k, x, pw->data, bias, act, y);

@@ -370,6 +370,68 @@ START_TEST(test_linear_fused_epilogue)
 }
 END_TEST
 
+// ---- one row (matrix-vector kernels) ----
+
+/* A single row of X: every tile height of the row kernel (n = 1..17 and wider), k around
+ * the vector width and the 64-byte peel, W at every 4-byte misalignment (its rows may share
+ * one alignment or not), bias and activation, unpacked and prepacked, with and without a
+ * pool big enough to split the columns (the bits must not change). */
+START_TEST(test_linear_single_row)
+{
+	static const int ns[] = { 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 15, 16, 17, 33, 129, 300 };
+	static const int ks[] = { 1, 5, 16, 17, 31, 32, 48, 63, 64, 65, 80, 129, 784 };
+	tm_cpu cpu = cpu_get();
+	tm_pool *pool = tm_pool_new(3);
+	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
+		if (!tm_isa_supported(&cpu, (tm_isa)isa))
+			continue;
+		tm_ctx ctx = { .isa = (tm_isa)isa }, pctx = { .isa = (tm_isa)isa, .pool = pool };
+		for (size_t a = 0; a < sizeof(ns) / sizeof(ns[0]); a++)
+			for (size_t b = 0; b < sizeof(ks) / sizeof(ks[0]); b++) {
+				int n = ns[a], k = ks[b], off = (int)((a + b) % 4);
+				if (TT_SLOW_BUILD && n * k > 40000)
+					continue;
+				float *wbuf = rnd((size_t)n * k + 4, 100 + a), *w = wbuf + off;
+				float *x = rnd((size_t)k + 4, 101 + b) + off, *bias = rnd((size_t)n, 102);
+				float *y = malloc(sizeof(float) * (size_t)n);
+				float *y2 = malloc(sizeof(float) * (size_t)n);
+				float *r = malloc(sizeof(float) * (size_t)n);
+				tm_act act = (tm_act)((a + b) % 3);
+				const float *bb = (a + b) % 2 ? bias : NULL;
+				ref_linear(1, n, k, x, w, bb, act, r);
+				for (int i = 0; i < n; i++)
+					y[i] = NAN;
+				tm_linear(&ctx, 1, n, k, x, w, bb, act, y);
+				double d = tt_max_rel_diff(y, r, (size_t)n);
+				ck_assert_msg(d <= tol_for(k), "isa %s m=1 n=%d k=%d off=%d: diff %g",
+					      tm_isa_name((tm_isa)isa), n, k, off, d);
+				tm_linear(&pctx, 1, n, k, x, w, bb, act, y2);
+				ck_assert_msg(memcmp(y, y2, sizeof(float) * (size_t)n) == 0,
+					      "isa %s m=1 n=%d k=%d: pool changes the bits",
+					      tm_isa_name((tm_isa)isa), n, k);
+				tm_packed_w *pw = NULL;
+				ck_assert_int_eq(tm_linear_pack(&ctx, n, k, w, &pw, NULL), 0);
+				tm_linear_packed(&ctx, 1, pw, x, bb, act, y);
+				d = tt_max_rel_diff(y, r, (size_t)n);
+				ck_assert_msg(d <= tol_for(k), "isa %s packed m=1 n=%d k=%d: diff %g",
+					      tm_isa_name((tm_isa)isa), n, k, d);
+				tm_linear_packed(&pctx, 1, pw, x, bb, act, y2);
+				ck_assert_msg(memcmp(y, y2, sizeof(float) * (size_t)n) == 0,
+					      "isa %s packed m=1 n=%d k=%d: pool changes the bits",
+					      tm_isa_name((tm_isa)isa), n, k);
+				tm_packed_w_free(pw);
+				free(wbuf);
+				free(x - off);
+				free(bias);
+				free(y);
+				free(y2);
+				free(r);
+			}
+	}
+	tm_pool_free(pool);
+}
+END_TEST
+
 // ---- prepacked weights ----
 
 START_TEST(test_linear_packed)
@@ -587,6 +649,7 @@ Suite *gemm_suite(void)
 	tcase_add_test(tl, test_linear_event_shapes);
 	tcase_add_test(tl, test_linear_fused_epilogue);
 	tcase_add_test(tl, test_linear_packed);
+	tcase_add_test(tl, test_linear_single_row);
 	tcase_add_test(tl, test_linear_pack_rejects_bad_shape);
 	tcase_add_test(tl, test_linear_backward);
 	suite_add_tcase(s, tl);
