@@ -235,7 +235,7 @@ const TM = (() => {
 		host.replaceChildren(s);
 	}
 
-	/* Horizontal bars {label, value, text}. */
+	/* Horizontal bars {label, value, text, note}: the note goes into the tooltip. */
 	function bars(host, items, label) {
 		if (!items.length) {
 			empty(host, 120, label, 'No profile recorded');
@@ -250,7 +250,7 @@ const TM = (() => {
 			const w = Math.max(1, it.value / vmax * (W - L - R));
 			s.append(svg('text', { x: L - 6, y: y + row / 2 + 4, 'text-anchor': 'end' }, it.label));
 			const r = svg('rect', { x: L, y: y + 4, width: w, height: row - 8, class: 'bar-a' });
-			r.append(svg('title', {}, `${it.label}: ${it.text}`));
+			r.append(svg('title', {}, `${it.label}: ${it.text}` + (it.note ? ` (${it.note})` : '')));
 			s.append(r);
 			s.append(svg('text', { x: L + w + 6, y: y + row / 2 + 4 }, it.text));
 		});

@@ -173,7 +173,8 @@
 			const layers = (res.profile || []).map((l) => ({
 				label: `${l.layer || '?'} ${l.op || ''}`.trim(),
 				value: Number(l.time_ns) || 0,
-				text: TM.fmtNs(Number(l.time_ns) || 0) + (l.kernel ? ' \u00b7 ' + l.kernel : ''),
+				text: TM.fmtNs(Number(l.time_ns) || 0),
+				note: l.kernel || '',
 			}));
 			TM.bars(prof, layers, 'Time per layer');
 		}
