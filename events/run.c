@@ -358,7 +358,11 @@ void run_event_timing(ev_id id, hx_opts *h)
 	h->max_duration_s = 120;
 	switch (id) {
 	case EV_MLP_SPRINT:
-		break;  /* DESIGN.md: 1024 queries, 5 s, blocks of 32, warm-up 32 and 0.2 s */
+		/* DESIGN.md's 1024 queries in blocks of 32, warm-up 32 and 0.2 s; 1 s of the
+		 * submission, not 5: the baseline's blocks match the submission's, and 5 s of an
+		 * int8 entry 30x faster than the portable baseline would be 150 s of baseline. */
+		h->min_duration_s = 1;
+		break;
 	case EV_CNN_MARATHON:
 		h->min_count = 10;    /* passes: 10 pairs for the speedup, >= 6 for a median CI */
 		h->block = 1;
@@ -366,6 +370,7 @@ void run_event_timing(ev_id id, hx_opts *h)
 		break;
 	case EV_TRANSFORMER_DECATHLON:
 		h->min_count = 64;    /* prompts */
+		h->min_duration_s = 1; /* as the MLP: the uncached baseline is 30-50x slower */
 		h->block = 4;
 		h->warmup_count = 8;
 		h->align = true;      /* prompts differ in length: pair the same ones */
@@ -996,7 +1001,9 @@ static void write_quality(jbuf *b, run_state *s, const run_numbers *nb)
 	jb_str(b, "metric", tf ? "decathlon_points" : "accuracy");
 	jb_num(b, "value", s->q_value);
 	jb_num(b, "reference", s->q_ref);
-	jb_num(b, "ratio", s->q_ref > 0 ? s->q_value / s->q_ref : 0);
+	/* 1 when both are 0 (an untrained reference), null (infinite) when only the
+	 * reference is 0. */
+	jb_num(b, "ratio", s->q_ref > 0 ? s->q_value / s->q_ref : s->q_value > 0 ? INFINITY : 1);
 	jb_num(b, "gate", nb->gate);
 	jb_bool(b, "passed", nb->gate_passed);
 	jb_int(b, "test_items", tf ? s->n_dec_test : s->test.n);
