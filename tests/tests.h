@@ -75,6 +75,10 @@ int tt_daemon_stop(tt_daemon *d, int sig);
 /* The same, keeping the data directory for tt_daemon_restart (same admin token, if any). */
 int tt_daemon_kill(tt_daemon *d, int sig);
 int tt_daemon_restart(tt_daemon *d, const char *const *extra_args);
+/* A worker program for the daemon under test: the normal build's when the tests run from the
+ * sanitizer build (the daemon is the sanitized program; a worker's seccomp list and memory
+ * limits are written for the program, not for the ASan runtime), else TM_BUILD_DIR's. */
+char *tt_worker_path(const char *name);
 /* What the daemon logged since the last call (at most 64 KiB; malloc'd). */
 char *tt_daemon_log(tt_daemon *d);
 /* Poll GET /api/v1/submissions/ID until its status is `until` (NULL: any final status) or

@@ -18,7 +18,7 @@
 
 static int start_fake(tt_daemon *d, const char *const *more)
 {
-	char *fake = tt_build_path("tm-fake-worker");
+	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[24] = { "--worker", fake, "--workers", "1", "--drain-grace", "0",
 				 "--quota-queued", "1000", "--quota-per-day", "1000" };
 	int n = 10;
@@ -133,7 +133,7 @@ START_TEST(test_kill9_then_restart_finishes_the_run)
 	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions"), 2);
 	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions WHERE status='running'"), 1);
 
-	char *fake = tt_build_path("tm-fake-worker");
+	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[] = { "--worker", fake, "--workers", "1", "--drain-grace", "0", NULL };
 	ck_assert_int_eq(tt_daemon_restart(&d, args), 0);
 	free(fake);
@@ -161,7 +161,7 @@ START_TEST(test_max_attempts)
 	char *body = tt_wait_submission(d.port, id, "running", 20);
 	free(body);
 	tt_daemon_kill(&d, SIGKILL);
-	char *fake = tt_build_path("tm-fake-worker");
+	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[] = { "--worker", fake, "--max-attempts", "1", "--drain-grace", "0", NULL };
 	ck_assert_int_eq(tt_daemon_restart(&d, args), 0);
 	free(fake);
@@ -191,7 +191,7 @@ START_TEST(test_sigterm_drains)
 	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions WHERE id=1 AND status='finished'"), 1);
 	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions WHERE id=2 AND status='queued'"), 1);
 	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM results"), 1);
-	char *fake = tt_build_path("tm-fake-worker");
+	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[] = { "--worker", fake, "--drain-grace", "0", NULL };
 	ck_assert_int_eq(tt_daemon_restart(&d, args), 0);
 	free(fake);

@@ -27,7 +27,7 @@ START_TEST(test_ranking_rules)
 {
 	tt_daemon d;
 	/* The results are written below; the worker only hangs until the daemon stops. */
-	char *fake = tt_build_path("tm-fake-worker");
+	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[] = { "--worker", fake, "--workers", "1", "--drain-grace", "0", NULL };
 	ck_assert_int_eq(tt_daemon_start_admin(&d, ADMIN, args), 0);
 	free(fake);

@@ -18,7 +18,7 @@
 
 static int start_fake(tt_daemon *d, const char *const *more)
 {
-	char *fake = tt_build_path("tm-fake-worker");
+	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[24] = { "--worker", fake, "--workers", "1", "--drain-grace", "0" };
 	int n = 6;
 	for (int i = 0; more && more[i] && n < 23; i++)
@@ -222,9 +222,11 @@ END_TEST
 START_TEST(test_reference_trained_first)
 {
 	tt_daemon d;
+	char *worker = tt_worker_path("tinymlperf-run");
 	const char *args[] = { "--train-references", "mlp_sprint", "--workers", "1",
-			       "--drain-grace", "0", NULL };
+			       "--drain-grace", "0", "--worker", worker, NULL };
 	ck_assert_int_eq(tt_daemon_start_admin(&d, ADMIN, args), 0);
+	free(worker);
 	cJSON *j = get_json(&d, "/healthz");
 	const char *state = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "references"),
 						"mlp_sprint")->valuestring;
@@ -275,10 +277,11 @@ END_TEST
 START_TEST(test_real_worker_end_to_end)
 {
 	tt_daemon d;
+	char *run = tt_worker_path("tinymlperf-run");
 	const char *args[] = { "--workers", "1", "--drain-grace", "0", "--worker-min-count", "64",
-			       "--worker-min-duration", "0.3", "--worker-max-duration", "20", NULL };
+			       "--worker-min-duration", "0.3", "--worker-max-duration", "20",
+			       "--worker", run, NULL };
 	ck_assert_int_eq(tt_daemon_start_admin(&d, ADMIN, args), 0);
-	char *run = tt_build_path("tinymlperf-run");
 	char cmd[1400];
 	snprintf(cmd, sizeof(cmd), "%s train mlp_sprint --data-dir %s --epochs 1 --threads 1 "
 		 ">/dev/null 2>&1", run, d.data_dir);

@@ -46,7 +46,7 @@ static void make_team(fx *f, const char *name, char *auth, size_t len, char *tok
  * cancelled, which keeps the quota arithmetic exact. */
 static void start(fx *f, const char *quota_queued)
 {
-	char *fake = tt_build_path("tm-fake-worker");
+	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[] = { "--quota-queued", quota_queued, "--max-body", "65536", "--worker", fake,
 			       "--workers", "1", "--drain-grace", "0", NULL };
 	ck_assert_int_eq(tt_daemon_start_admin(&f->d, ADMIN, args), 0);
