@@ -453,8 +453,9 @@ typedef struct run_opts {
 void run_opts_default(run_opts *o);
 
 /* Per-event timing defaults (docs/results.md): MLP 1024 images and 1 s in blocks of 32; CNN
- * 10 passes and 5 s, one pass per block, one warm-up pass; Decathlon 64 prompts and 1 s in
- * blocks of 4, items aligned between the pair's blocks.  The cap is 120 s. */
+ * 10 passes and 5 s, one pass per block, one warm-up pass; Decathlon 100 prompts and no
+ * minimum duration in blocks of 10 (one prompt per task), items aligned between the pair's
+ * blocks.  The cap is 120 s (CNN 600 s, Decathlon 300 s). */
 void run_event_timing(ev_id id, hx_opts *h);
 
 /* Run the config text (len bytes); returns the exit code.  Errors go to stderr as one line. */
