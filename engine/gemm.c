@@ -8,7 +8,7 @@
  * when its rows run along k, packed otherwise.  A single row of X takes a matrix-vector
  * kernel (called directly, without building a job, when one thread does it: batch 1 is
  * latency-bound and a small layer takes tens of nanoseconds), narrow layers with a long k a
- * dot-product kernel, and tm_linear_pack keeps W in the panel layout for layers run many
+ * dot-product kernel, narrow layers with k < 256 a kernel with rows of X along the lanes, and tm_linear_pack keeps W in the panel layout for layers run many
  * times.  With a pool the work is split into column or row ranges of whole tiles; the k
  * blocking depends only on k, so every element is summed in the same order whatever the
  * thread count. */
@@ -129,6 +129,7 @@ typedef enum gemm_mode {
 	GEMM_DOT = 1,      /* X * W^T along k, no packing */
 	GEMM_GEMV = 2,     /* one row against prepacked panels, or B's rows in place */
 	GEMM_GEMV_ROWS = 3, /* one row against the rows of W (n, k) */
+	GEMM_NARROW = 4,   /* X * W^T with n <= 16, rows of X along the lanes */
 } gemm_mode;
 
 typedef struct gemm_job {
@@ -258,6 +259,10 @@ static void run_range(const gemm_job *j, int m0, int m1, int n0, int n1)
 		j->ks->dot(m1 - m0, n1 - n0, j->k, j->a + m0 * j->rs_a, j->rs_a, j->b + n0 * j->cs_b,
 			   j->cs_b, j->c + m0 * j->ldc + n0, j->ldc, &e);
 		break;
+	case GEMM_NARROW:
+		j->ks->narrow(m1 - m0, n1 - n0, j->k, j->a + m0 * j->rs_a, j->rs_a,
+			      j->b + n0 * j->cs_b, j->cs_b, j->c + m0 * j->ldc + n0, j->ldc, &e);
+		break;
 	case GEMM_GEMV_ROWS:
 		j->ks->gemv_rows(n1 - n0, j->k, j->a, j->b + n0 * j->cs_b, j->cs_b, j->c + n0, &e);
 		break;
@@ -297,7 +302,7 @@ static void run_task(void *arg, int task)
 static void run_job(const tm_ctx *ctx, gemm_job *j)
 {
 	int threads = tm_pool_threads(ctx ? ctx->pool : NULL);
-	int mq = j->mode == GEMM_BLOCKED ? j->ks->mr : 4;
+	int mq = j->mode == GEMM_BLOCKED ? j->ks->mr : j->mode == GEMM_NARROW ? 32 : 4;
 	int nq = j->mode == GEMM_DOT ? 16 : j->ks->nr;
 	int mb = (j->m + mq - 1) / mq, nb = (j->n + nq - 1) / nq;
 	double work = (double)j->m * j->n * j->k;
@@ -339,6 +344,13 @@ static bool want_dot(int m, int n, int k)
 	return (m <= 2 || (n <= 16 && k >= 256)) && k >= 8;
 }
 
+/* The transposed kernel fills the lanes with rows of X when few columns would leave most
+ * of the tile's lanes idle (measured: it wins up to n = 12 and loses at n = 16, m 16 to 256). */
+static bool want_narrow(const gemm_kernels *ks, int m, int n, int k)
+{
+	return ks->narrow && n <= 12 && m >= 16 && k <= ks->narrow_kmax;
+}
+
 static void sgemm_simd(const tm_ctx *ctx, const gemm_kernels *ks, bool trans_a, bool trans_b,
 		       int m, int n, int k, float alpha, const float *a, int lda,
 		       const float *b, int ldb, float beta, float *c, int ldc,
@@ -347,7 +359,9 @@ static void sgemm_simd(const tm_ctx *ctx, const gemm_kernels *ks, bool trans_a, 
 	gemm_job j = {
 		.ks = ks,
 		.mode = m == 1 && (!trans_a || lda == 1) ? (trans_b ? GEMM_GEMV_ROWS : GEMM_GEMV)
-		      : !trans_a && trans_b && want_dot(m, n, k) ? GEMM_DOT : GEMM_BLOCKED,
+		      : !trans_a && trans_b && want_dot(m, n, k) ? GEMM_DOT
+		      : !trans_a && trans_b && want_narrow(ks, m, n, k) ? GEMM_NARROW
+		      : GEMM_BLOCKED,
 		.m = m, .n = n, .k = k,
 		.a = a,
 		.rs_a = trans_a ? 1 : lda,

@@ -6,7 +6,8 @@
  * element is computed by the same sequence of FMAs wherever it sits.  The epilogue is fused:
  * the bias seeds the accumulators, ReLU/GELU, alpha and beta are applied before the single
  * store.  Also here: the packing routines (16 x 16 in-register transposes for transposed
- * operands), a dot-product kernel along k for X * W^T with few rows or columns, and two
+ * operands), a dot-product kernel along k for X * W^T with few rows or columns, a kernel
+ * for narrow layers (n <= 12) that puts 32 rows of X along the lanes instead, and two
  * matrix-vector kernels (one row of X against W's rows, four rows streamed side by side with
  * their loads lined up with 64 bytes, or against column panels). */
 #include "gemm_int.h"
@@ -669,6 +670,112 @@ static void gemv_panels(int n, int k, const float *x, const float *b, size_t pst
 	}
 }
 
+// ---- narrow layers: rows of X along the lanes ----
+
+/* Y(m, n) = epi(X(m, k) W(n, k)^T) for n <= 16 computed as its transpose, Y^T = W X^T, so the
+ * rows of X fill the vector lanes instead of the n columns (10 of 16 lanes at n = 10).  32
+ * rows at a time: they are transposed into xt (k x 32, 16 x 16 in-register transposes), then
+ * per step of k one row of xt (two vectors) meets NC broadcasts of W, NC x 2 accumulators;
+ * the accumulators are transposed back 16 at a time and stored row by row with the
+ * epilogue.  Each element is a plain FMA chain over k from zero, independent of its place. */
+#define NARROW_KMAX 255
+#define NARROW_ROWS 32
+
+INLINE void narrow_cols(const int nc, const bool half, int rows, int k, const float *xt,
+			const float *w, ptrdiff_t ldw, float *c, ptrdiff_t ldc,
+			const float *bias, const gemm_epi *e)
+{
+	__m512 acc0[12], acc1[12];
+#pragma GCC unroll 12
+	for (int j = 0; j < 12; j++) {
+		if (j < nc) {
+			acc0[j] = _mm512_setzero_ps();
+			acc1[j] = _mm512_setzero_ps();
+		}
+	}
+#pragma GCC unroll 2
+	for (int p = 0; p < k; p++) {
+		__m512 x0 = _mm512_load_ps(xt + p * NARROW_ROWS);
+		__m512 x1 = half ? x0 : _mm512_load_ps(xt + p * NARROW_ROWS + 16);
+#pragma GCC unroll 12
+		for (int j = 0; j < 12; j++) {
+			if (j < nc) {
+				__m512 wv = _mm512_set1_ps(w[j * ldw + p]);
+				acc0[j] = _mm512_fmadd_ps(wv, x0, acc0[j]);
+				if (!half)
+					acc1[j] = _mm512_fmadd_ps(wv, x1, acc1[j]);
+			}
+		}
+	}
+	__mmask16 nm = lane_mask(nc);
+	for (int h = 0; h < (half ? 1 : 2); h++) {
+		__m512 r[16];
+#pragma GCC unroll 16
+		for (int j = 0; j < 16; j++)
+			r[j] = j < nc ? (h ? acc1[j] : acc0[j]) : _mm512_setzero_ps();
+		transpose16(r);
+		int live = rows - 16 * h < 16 ? rows - 16 * h : 16;
+		float *ch = c + 16 * h * ldc;
+		for (int i = 0; i < live; i++)
+			epi_store(r[i], ch + i * ldc, nm, bias, e);
+	}
+}
+
+#define NARROW_CASE(NC)                                                                 \
+	case NC:                                                                         \
+		if (half)                                                                \
+			narrow_cols(NC, true, rows, k, xt, w, ldw, c, ldc, bias, e);          \
+		else                                                                     \
+			narrow_cols(NC, false, rows, k, xt, w, ldw, c, ldc, bias, e);         \
+		break;
+
+static void narrow_block(int nc, bool half, int rows, int k, const float *xt, const float *w,
+			 ptrdiff_t ldw, float *c, ptrdiff_t ldc, const float *bias,
+			 const gemm_epi *e)
+{
+	switch (nc) {
+	NARROW_CASE(1)
+	NARROW_CASE(2)
+	NARROW_CASE(3)
+	NARROW_CASE(4)
+	NARROW_CASE(5)
+	NARROW_CASE(6)
+	NARROW_CASE(7)
+	NARROW_CASE(8)
+	NARROW_CASE(9)
+	NARROW_CASE(10)
+	NARROW_CASE(11)
+	default:
+		NARROW_CASE(12)
+	}
+}
+
+static void narrow(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
+		   ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	float xt[NARROW_KMAX * NARROW_ROWS] __attribute__((aligned(64)));
+	/* columns in one chunk of up to 12, or two near-equal ones */
+	int nc0 = n <= 12 ? n : (n + 1) / 2;
+	for (int i0 = 0; i0 < m; i0 += NARROW_ROWS) {
+		int rows = m - i0 < NARROW_ROWS ? m - i0 : NARROW_ROWS;
+		bool half = rows <= 16;
+		for (int h = 0; h < (half ? 1 : 2); h++) {
+			int hr = rows - 16 * h < 16 ? rows - 16 * h : 16;
+			for (int p0 = 0; p0 < k; p0 += 16)
+				transpose_block(hr, k - p0 < 16 ? k - p0 : 16,
+						x + (i0 + 16 * h) * ldx + p0, ldx,
+						xt + p0 * NARROW_ROWS + 16 * h, NARROW_ROWS,
+						(__mmask16)0xFFFF);
+		}
+		float *ci = c + i0 * ldc;
+		for (int j0 = 0; j0 < n; j0 += nc0) {
+			int nc = n - j0 < nc0 ? n - j0 : nc0;
+			narrow_block(nc, half, rows, k, xt, w + j0 * ldw, ldw, ci + j0, ldc,
+				     e->bias ? e->bias + j0 : NULL, e);
+		}
+	}
+}
+
 // ---- the kernel set ----
 
 const gemm_kernels tm_gemm_avx512 = {
@@ -681,6 +788,8 @@ const gemm_kernels tm_gemm_avx512 = {
 	.pack_b = pack_b,
 	.pack_a = pack_a,
 	.dot = dot,
+	.narrow = narrow,
+	.narrow_kmax = NARROW_KMAX,
 	.gemv_panels = gemv_panels,
 	.gemv_rows = gemv_rows,
 };

@@ -53,6 +53,12 @@ typedef struct gemm_kernels {
 	 * position in the tile. */
 	void (*dot)(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
 		    ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e);
+	/* The same product for n <= 16 and k <= narrow_kmax with the rows of X along the
+	 * vector lanes (X transposed on the fly); NULL when the set has none.  Like dot, an
+	 * element's result depends only on its row of X and row of W. */
+	void (*narrow)(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
+		       ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e);
+	int narrow_kmax;
 	/* y(1, n) = epi(x(1, k) * W(n, k)^T), W's rows streamed in order. */
 	void (*gemv_rows)(int n, int k, const float *x, const float *w, ptrdiff_t ldw, float *y,
 			  const gemm_epi *e);

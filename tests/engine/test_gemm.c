@@ -432,6 +432,73 @@ START_TEST(test_linear_single_row)
 }
 END_TEST
 
+// ---- narrow layers (rows of X along the lanes) ----
+
+/* n <= 12 with m >= 16 takes the transposed kernel: every column-chunk width, rows in whole
+ * and partial 32-row blocks and 16-row halves, k around the 16-wide transpose blocks up to
+ * its limit (and just past it), through tm_linear (bias, activations), tm_linear_packed,
+ * tm_sgemm NT with padded leading dimensions and alpha/beta, and a pool (bits unchanged). */
+START_TEST(test_linear_narrow)
+{
+	static const int ms[] = { 15, 16, 17, 31, 32, 33, 48, 63, 64, 100 };
+	static const int ns[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16 };
+	static const int ks[] = { 1, 5, 15, 16, 17, 33, 64, 100, 255, 256 };
+	tm_cpu cpu = cpu_get();
+	tm_pool *pool = tm_pool_new(3);
+	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
+		if (!tm_isa_supported(&cpu, (tm_isa)isa))
+			continue;
+		tm_ctx ctx = { .isa = (tm_isa)isa }, pctx = { .isa = (tm_isa)isa, .pool = pool };
+		for (size_t a = 0; a < sizeof(ms) / sizeof(ms[0]); a++)
+			for (size_t b = 0; b < sizeof(ns) / sizeof(ns[0]); b++)
+				for (size_t c = 0; c < sizeof(ks) / sizeof(ks[0]); c++) {
+			int m = ms[a], n = ns[b], k = ks[c];
+			if (TT_SLOW_BUILD && (a + b + c) % 4 != 0)
+				continue;
+			uint64_t seed = 700 + 100 * a + 10 * b + c;
+			float *x = rnd((size_t)m * k, seed), *w = rnd((size_t)n * k, seed + 1);
+			float *bias = rnd((size_t)n, seed + 2);
+			float *y = malloc(sizeof(float) * (size_t)m * n);
+			float *y2 = malloc(sizeof(float) * (size_t)m * n);
+			float *r = malloc(sizeof(float) * (size_t)m * n);
+			tm_act act = (tm_act)((a + b + c) % 3);
+			const float *bb = (a + c) % 2 ? bias : NULL;
+			ref_linear(m, n, k, x, w, bb, act, r);
+			for (size_t i = 0; i < (size_t)m * n; i++)
+				y[i] = NAN;
+			tm_linear(&ctx, m, n, k, x, w, bb, act, y);
+			double d = tt_max_rel_diff(y, r, (size_t)m * n);
+			ck_assert_msg(d <= tol_for(k), "isa %s m=%d n=%d k=%d act=%d: diff %g",
+				      tm_isa_name((tm_isa)isa), m, n, k, act, d);
+			tm_linear(&pctx, m, n, k, x, w, bb, act, y2);
+			ck_assert_msg(memcmp(y, y2, sizeof(float) * (size_t)m * n) == 0,
+				      "isa %s m=%d n=%d k=%d: pool changes the bits",
+				      tm_isa_name((tm_isa)isa), m, n, k);
+			tm_packed_w *pw = NULL;
+			ck_assert_int_eq(tm_linear_pack(&ctx, n, k, w, &pw, NULL), 0);
+			for (size_t i = 0; i < (size_t)m * n; i++)
+				y2[i] = NAN;
+			tm_linear_packed(&ctx, m, pw, x, bb, act, y2);
+			d = tt_max_rel_diff(y2, r, (size_t)m * n);
+			ck_assert_msg(d <= tol_for(k), "isa %s packed m=%d n=%d k=%d: diff %g",
+				      tm_isa_name((tm_isa)isa), m, n, k, d);
+			tm_packed_w_free(pw);
+			if (c % 3 == 0 || m == 33)
+				check_one(&ctx, false, true, m, n, k, (a + b) % 2 ? 0.5f : 1.0f,
+					  b % 3 == 0 ? 0.0f : b % 3 == 1 ? 1.0f : -0.25f,
+					  (int)(1 + c % 5), seed + 3);
+			free(x);
+			free(w);
+			free(bias);
+			free(y);
+			free(y2);
+			free(r);
+		}
+	}
+	tm_pool_free(pool);
+}
+END_TEST
+
 // ---- prepacked weights ----
 
 START_TEST(test_linear_packed)
@@ -650,6 +717,7 @@ Suite *gemm_suite(void)
 	tcase_add_test(tl, test_linear_fused_epilogue);
 	tcase_add_test(tl, test_linear_packed);
 	tcase_add_test(tl, test_linear_single_row);
+	tcase_add_test(tl, test_linear_narrow);
 	tcase_add_test(tl, test_linear_pack_rejects_bad_shape);
 	tcase_add_test(tl, test_linear_backward);
 	suite_add_tcase(s, tl);
