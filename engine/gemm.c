@@ -8,8 +8,8 @@
  * when its rows run along k, packed otherwise.  A single row of X takes a matrix-vector
  * kernel (called directly, without building a job, when one thread does it: batch 1 is
  * latency-bound and a small layer takes tens of nanoseconds), narrow layers with a long k a
- * dot-product kernel, narrow layers with k < 256 a kernel with rows of X along the lanes, and tm_linear_pack keeps W in the panel layout for layers run many
- * times.  With a pool the work is split into column or row ranges of whole tiles; the k
+ * dot-product kernel, narrow layers with k < 256 a kernel with rows of X along the lanes,
+ * and tm_linear_pack keeps W in the panel layout for layers run many times.  With a pool the work is split into column or row ranges of whole tiles; the k
  * blocking depends only on k, so every element is summed in the same order whatever the
  * thread count. */
 #include "gemm_int.h"
