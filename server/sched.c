@@ -1025,8 +1025,14 @@ void sched_drain(sched *s, double grace_s, void (*done)(void *), void *arg)
 	s->drain_done = done;
 	s->drain_arg = arg;
 	int busy = 0;
-	for (int i = 0; i < s->n_slots; i++)
-		busy += s->slots[i].busy;
+	for (int i = 0; i < s->n_slots; i++) {
+		slot *sl = &s->slots[i];
+		/* Reference training restarts from scratch at the next start: stop it now rather
+		 * than hold the shutdown for it. */
+		if (sl->busy && sl->kind == JOB_TRAIN && sl->pending > 0)
+			job_kill(sl, KILL_DRAIN, NULL);
+		busy += sl->busy;
+	}
 	if (busy == 0) {
 		s->drain_done = NULL;
 		done(arg);
