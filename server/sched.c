@@ -935,7 +935,7 @@ static void start_training(slot *sl, int ev)
 	int ncpu = 1;
 	const char *dash = strchr(sl->cpus, '-');
 	if (dash)
-		ncpu = atoi(dash + 1) - atoi(sl->cpus) + 1;
+		ncpu = (int)(strtol(dash + 1, NULL, 10) - strtol(sl->cpus, NULL, 10) + 1);
 	snprintf(threads, sizeof(threads), "%d", ncpu < 1 ? 1 : ncpu);
 	char *argv[] = { "tinymlperf-run", "train", (char *)name, "--data-dir", "/proc/self/fd/3",
 			 "--threads", threads, NULL };
