@@ -304,7 +304,7 @@ static const ops_kernels *const ops_sets[] = {
 	[TM_ISA_AVX512] = &tm_ops_avx512,
 };
 
-static const ops_kernels *ops_for(tm_isa isa)
+const ops_kernels *tm_ops_for(tm_isa isa)
 {
 	if ((unsigned)isa < sizeof(ops_sets) / sizeof(ops_sets[0]) && ops_sets[isa])
 		return ops_sets[isa];
@@ -410,7 +410,7 @@ void tm_conv3x3_forward(const tm_ctx *ctx, int n, int cin, int h, int w, int cou
 	if (n <= 0 || cin <= 0 || cout <= 0 || h < 3 || w < 3)
 		return;
 	assert(scratch);
-	conv_job c = { .ctx = ctx, .kern = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .n = n,
+	conv_job c = { .ctx = ctx, .kern = tm_ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .n = n,
 		       .cin = cin, .h = h, .w = w, .cout = cout, .x = x, .wt = wt, .b = b,
 		       .act = act, .y = y };
 	slots_init(&c.sl, ctx, n, scratch, tm_conv3x3_scratch_floats(cin, h, w));
@@ -582,7 +582,7 @@ static void gelu_task(void *arg, int task)
 
 static void gelu_run(const tm_ctx *ctx, size_t len, const float *x, const float *dy, float *out)
 {
-	gelu_job g = { .k = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .len = len, .x = x,
+	gelu_job g = { .k = tm_ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .len = len, .x = x,
 		       .dy = dy, .out = out };
 	size_t chunks = (len + GELU_CHUNK - 1) / GELU_CHUNK;
 	if (chunks <= 1 || tm_pool_threads(ctx_pool(ctx)) == 1 || chunks > INT32_MAX) {
@@ -671,7 +671,7 @@ void tm_layernorm_forward_ctx(const tm_ctx *ctx, int rows, int d, const float *x
 {
 	if (rows <= 0 || d <= 0)
 		return;
-	ln_job l = { .k = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .rows = rows, .d = d, .x = x,
+	ln_job l = { .k = tm_ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .rows = rows, .d = d, .x = x,
 		     .gamma = gamma, .beta = beta, .y = y, .mu_out = mean, .rs_out = rstd };
 	tm_pool_run(ctx_pool(ctx), (rows + LN_CHUNK - 1) / LN_CHUNK, ln_fwd_task, &l);
 }
@@ -683,7 +683,7 @@ void tm_layernorm_backward_ctx(const tm_ctx *ctx, int rows, int d, const float *
 	if (rows <= 0 || d <= 0)
 		return;
 	int chunks = (rows + LN_CHUNK - 1) / LN_CHUNK;
-	ln_job l = { .k = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .rows = rows, .d = d, .x = x,
+	ln_job l = { .k = tm_ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .rows = rows, .d = d, .x = x,
 		     .gamma = gamma, .mean = mean, .rstd = rstd, .dy = dy, .dx = dx,
 		     .dgamma = dgamma, .dbeta = dbeta };
 	if (chunks > 1 && (dgamma || dbeta))
@@ -868,7 +868,7 @@ void tm_attention_forward(const tm_ctx *ctx, int b, int t, int d, int n_head,
 	if (b <= 0 || t <= 0 || n_head <= 0 || d <= 0)
 		return;
 	assert(d % n_head == 0 && att);
-	attn_job a = { .kern = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .b = b, .t = t, .d = d,
+	attn_job a = { .kern = tm_ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .b = b, .t = t, .d = d,
 		       .n_head = n_head, .qkv = qkv, .seg = seg, .att = att, .out = out };
 	attn_rows_init(&a.rows, b, t, seg);
 	tm_pool_run(ctx_pool(ctx), b * n_head, attn_fwd_task, &a);
@@ -937,7 +937,7 @@ void tm_attention_backward(const tm_ctx *ctx, int b, int t, int d, int n_head,
 	if (b <= 0 || t <= 0 || n_head <= 0 || d <= 0)
 		return;
 	assert(d % n_head == 0 && scratch);
-	attn_job a = { .kern = ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .b = b, .t = t, .d = d,
+	attn_job a = { .kern = tm_ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE), .b = b, .t = t, .d = d,
 		       .n_head = n_head, .qkv = qkv, .seg = seg, .att = (float *)att, .dout = dout,
 		       .dqkv = dqkv, .scratch = scratch };
 	attn_rows_init(&a.rows, b, t, seg);

@@ -52,6 +52,10 @@ typedef struct ops_kernels {
 	void (*gelu_backward)(size_t len, const float *x, const float *dy, float *dx);
 } ops_kernels;
 
+/* The kernel set for isa (the portable one for anything the table does not hold); other
+ * modules that build on these rows (the transformer's inference) take them from here. */
+const ops_kernels *tm_ops_for(tm_isa isa);
+
 extern const ops_kernels tm_ops_avx2;    /* ops_avx2.c, needs AVX2 + FMA */
 extern const ops_kernels tm_ops_avx512;  /* ops_avx512.c, needs AVX-512 F/BW/VL */
 

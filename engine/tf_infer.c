@@ -29,73 +29,12 @@
 #define TFI_ATTN_POOL_MIN 4096  /* row-positions of attention above which heads use the pool */
 
 // ---- attention row kernels ----
-/* The portable rows repeat ops.c's (same operations in the same order); the SIMD rows are the
- * ops kernel tables themselves. */
+/* The row primitives of ops.c's attention, from its kernel table (portable or SIMD by isa), so
+ * cached, uncached and training-time attention do the same operations in the same order. */
 
-static void dot_cols_portable(int hd, const float *q, const float *kt, ptrdiff_t ldkt, int n,
-			      float scale, float *s)
+static const ops_kernels *attn_kernels(const tm_ctx *ctx)
 {
-	for (int j = 0; j < n; j++)
-		s[j] = 0.0f;
-	for (int c = 0; c < hd; c++) {
-		const float *r = kt + (size_t)c * ldkt;
-		float qc = q[c];
-		for (int j = 0; j < n; j++)
-			s[j] += qc * r[j];
-	}
-	for (int j = 0; j < n; j++)
-		s[j] *= scale;
-}
-
-static void softmax_row_portable(float *s, int n)
-{
-	float mx = -INFINITY;
-	for (int j = 0; j < n; j++)
-		mx = s[j] > mx ? s[j] : mx;
-	float sum = 0.0f;
-	for (int j = 0; j < n; j++) {
-		float e = expf(s[j] - mx);
-		s[j] = e;
-		sum += e;
-	}
-	float inv = 1.0f / sum;
-	for (int j = 0; j < n; j++)
-		s[j] *= inv;
-}
-
-static void axpy_rows_portable(int n, const float *p, const float *rows, ptrdiff_t ld, int hd,
-			       float *out)
-{
-	for (int c = 0; c < hd; c++)
-		out[c] = 0.0f;
-	for (int j = 0; j < n; j++) {
-		const float *r = rows + (size_t)j * ld;
-		float pj = p[j];
-		for (int c = 0; c < hd; c++)
-			out[c] += pj * r[c];
-	}
-}
-
-typedef struct attn_rows_k {
-	void (*dot_cols)(int hd, const float *q, const float *kt, ptrdiff_t ldkt, int n,
-			 float scale, float *s);
-	void (*softmax_row)(float *s, int n);
-	void (*axpy_rows)(int n, const float *p, const float *rows, ptrdiff_t ld, int hd,
-			  float *out);
-} attn_rows_k;
-
-static attn_rows_k attn_kernels(const tm_ctx *ctx)
-{
-	tm_isa isa = ctx ? ctx->isa : TM_ISA_PORTABLE;
-	const ops_kernels *k = isa == TM_ISA_AVX512 ? &tm_ops_avx512
-			     : isa == TM_ISA_AVX2 ? &tm_ops_avx2 : NULL;
-	attn_rows_k a = { dot_cols_portable, softmax_row_portable, axpy_rows_portable };
-	if (k) {
-		a.dot_cols = k->dot_cols;
-		a.softmax_row = k->softmax_row;
-		a.axpy_rows = k->axpy_rows;
-	}
-	return a;
+	return tm_ops_for(ctx ? ctx->isa : TM_ISA_PORTABLE);
 }
 
 // ---- matrices ----
@@ -430,7 +369,7 @@ typedef struct tfi_prof {
 typedef struct attn_job {
 	const tm_tf_infer *t;
 	const tfi_block *b;
-	attn_rows_k k;
+	const ops_kernels *k;
 	int r0, m;
 } attn_job;
 
@@ -448,9 +387,9 @@ static void attn_head(void *arg, int h)
 	const float *kt = b->kt + (size_t)h * hd * T;
 	for (int i = 0; i < a->m; i++) {
 		int n = a->r0 + i + 1;
-		a->k.dot_cols(hd, t->qkv + (size_t)i * 3 * dh + (size_t)h * hd, kt, T, n, scale, s);
-		a->k.softmax_row(s, n);
-		a->k.axpy_rows(n, s, b->v + (size_t)h * hd, dh, hd,
+		a->k->dot_cols(hd, t->qkv + (size_t)i * 3 * dh + (size_t)h * hd, kt, T, n, scale, s);
+		a->k->softmax_row(s, n);
+		a->k->axpy_rows(n, s, b->v + (size_t)h * hd, dh, hd,
 			       t->att + (size_t)i * dh + (size_t)h * hd);
 	}
 }
@@ -495,7 +434,7 @@ static void forward_rows(tm_tf_infer *t, const tm_ctx *ctx, int r0, int r1, bool
 	}
 	if (pf)
 		prof_add(pf->emb, t0, (int64_t)m * d, 12 * (int64_t)m * d);
-	attn_rows_k ak = attn_kernels(ctx);
+	const ops_kernels *ak = attn_kernels(ctx);
 	for (int l = 0; l < s->n_layer; l++) {
 		tfi_block *b = &t->block[l];
 		tm_prof_entry *const *pe = pf ? pf->blk[l] : NULL;
