@@ -439,25 +439,41 @@ out:
 	free(form[1]);
 }
 
+/* The submission id of the route ({} of /submissions/{}): false with a 404 when malformed. */
+static bool api_submission_id(const http_request *req, http_reply *rep, int64_t *id)
+{
+	if (api_parse_id(req->params[0], id))
+		return true;
+	http_reply_error(rep, 404, "not_found", "id", "no submission '%.40s'", req->params[0]);
+	return false;
+}
+
+/* The route's submission as stored: false with the reply filled (404, 503, 500) otherwise. */
+static bool api_submission_load(srv_app *app, const http_request *req, http_reply *rep,
+				db_submission *s)
+{
+	int64_t id;
+	if (!api_submission_id(req, rep, &id))
+		return false;
+	int rc = db_submission_get(app->db, id, s);
+	if (rc == DB_NOTFOUND) {
+		http_reply_error(rep, 404, "not_found", "id", "no submission %lld", (long long)id);
+		return false;
+	}
+	return !api_db_failed(app, rc, rep);
+}
+
 static void api_submission_get(void *app_, const http_request *req, http_reply *rep)
 {
 	srv_app *app = app_;
-	int64_t id;
-	if (!api_parse_id(req->params[0], &id)) {
-		http_reply_error(rep, 404, "not_found", "id", "no submission '%.40s'", req->params[0]);
-		return;
-	}
-	api_auth auth;
-	if (api_authenticate(app, req, NULL, &auth, rep) != 0)
-		return;
 	db_submission s;
-	int rc = db_submission_get(app->db, id, &s);
-	if (rc == DB_NOTFOUND) {
-		http_reply_error(rep, 404, "not_found", "id", "no submission %lld", (long long)id);
+	if (!api_submission_load(app, req, rep, &s))
+		return;
+	api_auth auth;
+	if (api_authenticate(app, req, NULL, &auth, rep) != 0) {
+		db_submission_release(&s);
 		return;
 	}
-	if (api_db_failed(app, rc, rep))
-		return;
 	bool visible = app->opts->publish_configs || auth.who == API_ADMIN ||
 		       (auth.who == API_TEAM && auth.team.id == s.team_id);
 	cJSON *root = cJSON_CreateObject();
@@ -496,10 +512,8 @@ static void api_submission_cancel(void *app_, const http_request *req, http_repl
 {
 	srv_app *app = app_;
 	int64_t id;
-	if (!api_parse_id(req->params[0], &id)) {
-		http_reply_error(rep, 404, "not_found", "id", "no submission '%.40s'", req->params[0]);
+	if (!api_submission_id(req, rep, &id))
 		return;
-	}
 	api_auth auth;
 	if (api_authenticate(app, req, NULL, &auth, rep) != 0)
 		return;
@@ -678,19 +692,10 @@ static const http_stream_ops sse_ops = { sse_read, sse_attach, sse_release };
 static void api_submission_events(void *app_, const http_request *req, http_reply *rep)
 {
 	srv_app *app = app_;
-	int64_t id;
-	if (!api_parse_id(req->params[0], &id)) {
-		http_reply_error(rep, 404, "not_found", "id", "no submission '%.40s'", req->params[0]);
-		return;
-	}
 	db_submission s;
-	int rc = db_submission_get(app->db, id, &s);
-	if (rc == DB_NOTFOUND) {
-		http_reply_error(rep, 404, "not_found", "id", "no submission %lld", (long long)id);
+	if (!api_submission_load(app, req, rep, &s))
 		return;
-	}
-	if (api_db_failed(app, rc, rep))
-		return;
+	int64_t id = s.id;
 	sse_conn *c = tm_xcalloc(1, sizeof(*c));
 	c->app = app;
 	c->id = id;
