@@ -79,6 +79,9 @@ int tt_daemon_restart(tt_daemon *d, const char *const *extra_args);
  * sanitizer build (the daemon is the sanitized program; a worker's seccomp list and memory
  * limits are written for the program, not for the ASan runtime), else TM_BUILD_DIR's. */
 char *tt_worker_path(const char *name);
+/* The one integer a query on the daemon's database returns (read-only use while it runs);
+ * -1 when the query fails. */
+long tt_db_scalar(const tt_daemon *d, const char *sql);
 /* What the daemon logged since the last call (at most 64 KiB; malloc'd). */
 char *tt_daemon_log(tt_daemon *d);
 /* Poll GET /api/v1/submissions/ID until its status is `until` (NULL: any final status) or

@@ -2,6 +2,8 @@
  * comparison, and a real tinymlperfd on a free loopback port with a minimal HTTP client. */
 #include "tests.h"
 
+#include <sqlite3.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -358,4 +360,25 @@ char *tt_worker_path(const char *name)
 	if (dir && strstr(dir, "asan") && access(plain, X_OK) == 0)
 		return strdup(plain);
 	return tt_build_path(name);
+}
+
+long tt_db_scalar(const tt_daemon *d, const char *sql)
+{
+	char path[700];
+	snprintf(path, sizeof(path), "%s/tinymlperf.db", d->data_dir);
+	sqlite3 *h;
+	long n = -1;
+	if (sqlite3_open(path, &h) != SQLITE_OK) {
+		sqlite3_close(h);
+		return -1;
+	}
+	sqlite3_busy_timeout(h, 5000);
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			n = (long)sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	sqlite3_close(h);
+	return n;
 }

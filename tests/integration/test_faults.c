@@ -8,7 +8,6 @@
 #include <cjson/cJSON.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,22 +44,6 @@ static int64_t submit(int port, const char *token, const char *name)
 	}
 	free(body);
 	return id;
-}
-
-static long scalar(const tt_daemon *d, const char *sql)
-{
-	char path[700];
-	snprintf(path, sizeof(path), "%s/tinymlperf.db", d->data_dir);
-	sqlite3 *h;
-	ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
-	sqlite3_busy_timeout(h, 5000);
-	sqlite3_stmt *st;
-	ck_assert_int_eq(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-	long n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(h);
-	return n;
 }
 
 START_TEST(test_bad_workers_fail_alone)
@@ -105,7 +88,7 @@ START_TEST(test_bad_workers_fail_alone)
 	ck_assert_msg(strstr(body, "\"status\":\"finished\""), "%s", body);
 	free(body);
 	/* Failed ones wrote no result; the failures are counted by reason. */
-	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM results"), 1);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM results"), 1);
 	ck_assert_int_eq(tt_http(d.port, "GET", "/metrics", NULL, NULL, 0, &body), 200);
 	ck_assert_ptr_nonnull(strstr(body, "tinymlperf_worker_failures_total{reason=\"crash\"} 1\n"));
 	ck_assert_ptr_nonnull(strstr(body, "tinymlperf_worker_failures_total{reason=\"timeout\"} 1\n"));
@@ -130,8 +113,8 @@ START_TEST(test_kill9_then_restart_finishes_the_run)
 	free(body);
 	ck_assert_int_eq(tt_daemon_kill(&d, SIGKILL), 128 + SIGKILL);
 	/* Nothing accepted is lost: both rows are there, one of them still "running". */
-	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions"), 2);
-	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions WHERE status='running'"), 1);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM submissions"), 2);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM submissions WHERE status='running'"), 1);
 
 	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[] = { "--worker", fake, "--workers", "1", "--drain-grace", "0", NULL };
@@ -144,8 +127,8 @@ START_TEST(test_kill9_then_restart_finishes_the_run)
 		ck_assert_msg(strstr(body, "\"status\":\"finished\""), "%s", body);
 		free(body);
 	}
-	ck_assert_int_eq(scalar(&d, "SELECT attempts FROM submissions WHERE id=1"), 2);
-	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM results"), 2);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT attempts FROM submissions WHERE id=1"), 2);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM results"), 2);
 	ck_assert_int_eq(tt_daemon_stop(&d, SIGTERM), 0);
 }
 END_TEST
@@ -188,9 +171,9 @@ START_TEST(test_sigterm_drains)
 	ck_assert_ptr_nonnull(body);
 	free(body);
 	ck_assert_int_eq(tt_daemon_kill(&d, SIGTERM), 0);
-	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions WHERE id=1 AND status='finished'"), 1);
-	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions WHERE id=2 AND status='queued'"), 1);
-	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM results"), 1);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM submissions WHERE id=1 AND status='finished'"), 1);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM submissions WHERE id=2 AND status='queued'"), 1);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM results"), 1);
 	char *fake = tt_worker_path("tm-fake-worker");
 	const char *args[] = { "--worker", fake, "--drain-grace", "0", NULL };
 	ck_assert_int_eq(tt_daemon_restart(&d, args), 0);
@@ -263,8 +246,8 @@ START_TEST(test_200_concurrent_posts_stored_once)
 			seen[p[t].ids[i]] = true;
 		}
 	}
-	ck_assert_int_eq(scalar(&d, "SELECT count(*) FROM submissions"), 200);
-	ck_assert_int_eq(scalar(&d, "SELECT count(DISTINCT name) FROM submissions"), 200);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM submissions"), 200);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(DISTINCT name) FROM submissions"), 200);
 	ck_assert_int_eq(tt_daemon_stop(&d, SIGTERM), 0);
 	pthread_join(logger, NULL);
 	close(log_fd);

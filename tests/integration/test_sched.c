@@ -7,7 +7,6 @@
 
 #include <cjson/cJSON.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,22 +53,6 @@ static cJSON *get_json(tt_daemon *d, const char *path)
 	return j;
 }
 
-static long count_rows(tt_daemon *d, const char *sql)
-{
-	char path[700];
-	snprintf(path, sizeof(path), "%s/tinymlperf.db", d->data_dir);
-	sqlite3 *h;
-	ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
-	sqlite3_busy_timeout(h, 5000);
-	sqlite3_stmt *st;
-	ck_assert_int_eq(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-	long n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(h);
-	return n;
-}
-
 START_TEST(test_progress_result_and_leaderboards)
 {
 	tt_daemon d;
@@ -114,9 +97,9 @@ START_TEST(test_progress_result_and_leaderboards)
 	/* The timings moved to their table. */
 	ck_assert_ptr_null(cJSON_GetObjectItem(res, "timings"));
 	cJSON_Delete(j);
-	ck_assert_int_eq(count_rows(&d, "SELECT count(*) FROM timings WHERE series='submission'"), 100);
-	ck_assert_int_eq(count_rows(&d, "SELECT count(*) FROM timings WHERE series='baseline'"), 100);
-	ck_assert_int_eq(count_rows(&d, "SELECT count(*) FROM progress"), 23);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM timings WHERE series='submission'"), 100);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM timings WHERE series='baseline'"), 100);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM progress"), 23);
 
 	/* A second, slower entry of another team ranks below it. */
 	char tok2[80];
@@ -183,7 +166,7 @@ START_TEST(test_cancel_kills_running_job)
 	body = tt_wait_submission(d.port, id, NULL, 5);
 	ck_assert_ptr_nonnull(strstr(body, "\"status\":\"cancelled\""));
 	free(body);
-	ck_assert_int_eq(count_rows(&d, "SELECT count(*) FROM results"), 1);
+	ck_assert_int_eq(tt_db_scalar(&d, "SELECT count(*) FROM results"), 1);
 	ck_assert_int_eq(tt_daemon_stop(&d, SIGTERM), 0);
 }
 END_TEST
@@ -209,10 +192,10 @@ START_TEST(test_teams_take_turns)
 	char sql[256];
 	snprintf(sql, sizeof(sql), "SELECT (SELECT started_at FROM submissions WHERE id=%lld) < "
 		 "(SELECT started_at FROM submissions WHERE id=%lld)", (long long)b1, (long long)a2);
-	ck_assert_int_eq(count_rows(&d, sql), 1);
+	ck_assert_int_eq(tt_db_scalar(&d, sql), 1);
 	snprintf(sql, sizeof(sql), "SELECT (SELECT started_at FROM submissions WHERE id=%lld) < "
 		 "(SELECT started_at FROM submissions WHERE id=%lld)", (long long)a2, (long long)a3);
-	ck_assert_int_eq(count_rows(&d, sql), 1);
+	ck_assert_int_eq(tt_db_scalar(&d, sql), 1);
 	ck_assert_int_eq(tt_daemon_stop(&d, SIGTERM), 0);
 }
 END_TEST
@@ -303,7 +286,7 @@ START_TEST(test_real_worker_end_to_end)
 	ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(q, "passed")));
 	ck_assert_double_gt(cJSON_GetObjectItem(q, "value")->valuedouble, 0.7);
 	ck_assert_double_gt(cJSON_GetObjectItem(cJSON_GetObjectItem(res, "speedup"), "value")->valuedouble, 1.0);
-	ck_assert_int_gt(count_rows(&d, "SELECT count(*) FROM timings WHERE series='baseline'"), 63);
+	ck_assert_int_gt(tt_db_scalar(&d, "SELECT count(*) FROM timings WHERE series='baseline'"), 63);
 	bool ranked = cJSON_IsTrue(cJSON_GetObjectItem(res, "valid"));
 	cJSON_Delete(j);
 	j = get_json(&d, "/api/v1/leaderboard/mlp_sprint");
