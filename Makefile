@@ -123,7 +123,6 @@ TEST_OBJS += tests/integration/test_pages.o
 TEST_OBJS += tests/integration/test_browser.o
 
 BENCH_OBJS += bench/bench.o
-BENCH_OBJS += bench/peak.o
 BENCH_OBJS += bench/bench_gemm.o
 BENCH_OBJS += bench/bench_int8.o
 BENCH_OBJS += bench/bench_sparse.o
@@ -143,7 +142,6 @@ $(BUILD)/engine/sparse_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
 $(BUILD)/engine/sparse_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
 $(BUILD)/engine/ops_avx2.o: SIMD_FLAGS = $(SIMD_AVX2)
 $(BUILD)/engine/ops_avx512.o: SIMD_FLAGS = $(SIMD_AVX512)
-$(BUILD)/bench/peak.o: SIMD_FLAGS = $(SIMD_AVX512)
 
 # ---- products ----
 

@@ -69,11 +69,8 @@ double bench_time_min(void (*fn)(void *), void *arg, double min_s)
 void bench_peak(bench_ctx *b)
 {
 	double s = b->quick ? 0.2 : 1.0;
-	double avx2 = 0, avx512 = 0;
-	if (tm_isa_supported(&b->cpu, TM_ISA_AVX2))
-		avx2 = bench_peak_gflops_avx2(s);
-	if (tm_isa_supported(&b->cpu, TM_ISA_AVX512))
-		avx512 = bench_peak_gflops_avx512(s);
+	double avx2 = tm_prof_peak_gflops(&b->cpu, TM_ISA_AVX2, s);      /* 0 if unsupported */
+	double avx512 = tm_prof_peak_gflops(&b->cpu, TM_ISA_AVX512, s);
 	b->peak_gflops = avx512 > avx2 ? avx512 : avx2;
 	if (avx2 > 0)
 		bench_add(b, "fp32_peak_avx2", avx2, "GFLOP/s", "fp32_peak", b->peak_gflops, true, 0);

@@ -48,9 +48,4 @@ void bench_quality(bench_ctx *b); /* bench_quality.c: accuracy after INT8 / prun
 void bench_kv(bench_ctx *b);     /* bench_kv.c: KV-cached vs uncached generation */
 void bench_http(bench_ctx *b);   /* bench_http.c: tinymlperfd under wrk vs a static MHD server */
 
-/* Measured FP32 FMA throughput of one core in GFLOP/s for the widest ISA the CPU has
- * (peak.c, built with AVX-512 flags and run only where the CPU supports them). */
-double bench_peak_gflops_avx512(double seconds);
-double bench_peak_gflops_avx2(double seconds);
-
 #endif

@@ -1018,6 +1018,11 @@ tm_prof_entry *tm_prof_entry_get(tm_prof *p, const char *layer, const char *op,
 void tm_prof_add(tm_prof_entry *e, int64_t time_ns, int64_t flops, int64_t bytes);
 /* Peak resident set size of this process so far (getrusage ru_maxrss), bytes; 0 if unknown. */
 int64_t tm_peak_rss_bytes(void);
+/* One core's measured FP32 peak in GFLOP/s (2 per multiply-add) with isa's vectors:
+ * independent multiply-add chains held in registers for about `seconds` (scalar C for
+ * TM_ISA_PORTABLE); 0 if cpu lacks isa.  A profile entry's achieved GFLOP/s over the peak of
+ * tm_isa_best is its fraction of the machine's peak. */
+double tm_prof_peak_gflops(const tm_cpu *cpu, tm_isa isa, double seconds);
 
 // ---- optimized inference of the MLP and the CNN (infer.c) ----
 /* An inference-only copy of a trained tm_model with the config's optimizations really applied:

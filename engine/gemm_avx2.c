@@ -613,3 +613,33 @@ const gemm_kernels tm_gemm_avx2 = {
 	.gemv_panels = gemv_panels,
 	.gemv_rows = gemv_rows,
 };
+
+// ---- measured peak ----
+
+#define PEAK_CHAINS 12  /* enough independent FMAs in flight to hide their latency */
+
+double gemm_peak_avx2(double seconds)
+{
+	__m256 acc[PEAK_CHAINS];
+	for (int i = 0; i < PEAK_CHAINS; i++)
+		acc[i] = _mm256_set1_ps((float)i * 1e-3f);
+	const __m256 a = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+	uint64_t iters = 0, t0 = tm_now_ns(), t1;
+	do {
+		for (int r = 0; r < 1000; r++) {
+#pragma GCC unroll 12
+			for (int i = 0; i < PEAK_CHAINS; i++)
+				acc[i] = _mm256_fmadd_ps(acc[i], a, c);
+		}
+		iters += 1000;
+		t1 = tm_now_ns();
+	} while ((double)(t1 - t0) < seconds * 1e9);
+	float out[8];
+	volatile float sink = 0;
+	for (int i = 0; i < PEAK_CHAINS; i++) {
+		_mm256_storeu_ps(out, acc[i]);
+		sink += out[0];
+	}
+	(void)sink;
+	return (double)iters * PEAK_CHAINS * 8 * 2 / (double)(t1 - t0);
+}

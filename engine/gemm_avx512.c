@@ -793,3 +793,31 @@ const gemm_kernels tm_gemm_avx512 = {
 	.gemv_panels = gemv_panels,
 	.gemv_rows = gemv_rows,
 };
+
+// ---- measured peak ----
+
+#define PEAK_CHAINS 12  /* enough independent FMAs in flight to hide their latency */
+
+double gemm_peak_avx512(double seconds)
+{
+	__m512 acc[PEAK_CHAINS];
+	for (int i = 0; i < PEAK_CHAINS; i++)
+		acc[i] = _mm512_set1_ps((float)i * 1e-3f);
+	const __m512 a = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+	uint64_t iters = 0, t0 = tm_now_ns(), t1;
+	do {
+		for (int r = 0; r < 1000; r++) {
+			/* Fully unrolled so the chains live in registers, not in acc[] in memory. */
+#pragma GCC unroll 12
+			for (int i = 0; i < PEAK_CHAINS; i++)
+				acc[i] = _mm512_fmadd_ps(acc[i], a, c);
+		}
+		iters += 1000;
+		t1 = tm_now_ns();
+	} while ((double)(t1 - t0) < seconds * 1e9);
+	volatile float sink = 0;
+	for (int i = 0; i < PEAK_CHAINS; i++)
+		sink += _mm512_reduce_add_ps(acc[i]);
+	(void)sink;
+	return (double)iters * PEAK_CHAINS * 16 * 2 / (double)(t1 - t0);
+}

@@ -72,6 +72,11 @@ typedef struct gemm_kernels {
 extern const gemm_kernels tm_gemm_avx2;    /* gemm_avx2.c, needs AVX2 + FMA */
 extern const gemm_kernels tm_gemm_avx512;  /* gemm_avx512.c, needs AVX-512 F/BW/VL */
 
+/* The FP32 peak in GFLOP/s of one core for one ISA: independent FMA chains held in registers,
+ * run for about `seconds` (tm_prof_peak_gflops picks the variant the CPU supports). */
+double gemm_peak_avx2(double seconds);    /* gemm_avx2.c */
+double gemm_peak_avx512(double seconds);  /* gemm_avx512.c */
+
 // ---- prepacked weights ----
 
 /* How tm_linear_pack stored W. */

@@ -3,6 +3,7 @@
  * and add the time, FLOPs and bytes of that call.  Nothing here allocates, so profiling a run
  * does not change its memory footprint. */
 #include "engine.h"
+#include "gemm_int.h"
 
 #include <string.h>
 #include <sys/resource.h>
@@ -57,4 +58,40 @@ int64_t tm_peak_rss_bytes(void)
 	if (getrusage(RUSAGE_SELF, &ru) != 0)
 		return 0;
 	return (int64_t)ru.ru_maxrss * 1024;  /* Linux reports kilobytes */
+}
+
+/* Scalar chains for CPUs without AVX2: the compiler may not fuse them, so each step is counted
+ * as a multiply and an add. */
+static double peak_scalar(double seconds)
+{
+	float acc[12];
+	for (int i = 0; i < 12; i++)
+		acc[i] = (float)i * 1e-3f;
+	uint64_t iters = 0, t0 = tm_now_ns(), t1;
+	do {
+		for (int r = 0; r < 1000; r++)
+			for (int i = 0; i < 12; i++)
+				acc[i] = acc[i] * 0.999999f + 1e-7f;
+		iters += 1000;
+		t1 = tm_now_ns();
+	} while ((double)(t1 - t0) < seconds * 1e9);
+	volatile float sink = 0;
+	for (int i = 0; i < 12; i++)
+		sink += acc[i];
+	(void)sink;
+	return (double)iters * 12 * 2 / (double)(t1 - t0);
+}
+
+double tm_prof_peak_gflops(const tm_cpu *cpu, tm_isa isa, double seconds)
+{
+	if (!tm_isa_supported(cpu, isa))
+		return 0;
+	if (!(seconds > 0))
+		seconds = 0.05;
+	switch (isa) {
+	case TM_ISA_AVX512: return gemm_peak_avx512(seconds);
+	case TM_ISA_AVX2: return gemm_peak_avx2(seconds);
+	case TM_ISA_PORTABLE: break;
+	}
+	return peak_scalar(seconds);
 }

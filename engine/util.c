@@ -1,6 +1,7 @@
 /* util.c: errors, allocation, arenas and the clock, shared by every engine module. */
 #include "engine.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,9 +41,15 @@ const char *tm_strerror(int code)
 
 // ---- memory ----
 
+/* Out of memory in an allocation that cannot fail: abort.  A program that handles SIGABRT
+ * itself (tinymlperf-run's sandbox) reports the error in its own one line, so the message here
+ * is only for programs that do not. */
 static void tm_oom(size_t n)
 {
-	fprintf(stderr, "level=fatal msg=\"out of memory\" bytes=%zu\n", n);
+	struct sigaction sa;
+	if (sigaction(SIGABRT, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL ||
+	    sa.sa_handler == SIG_IGN)
+		fprintf(stderr, "level=fatal msg=\"out of memory\" bytes=%zu\n", n);
 	abort();
 }
 

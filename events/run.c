@@ -24,6 +24,7 @@
 #define RUN_CNN_BASE_BATCH 256    /* the baseline's batch size in the Marathon */
 #define RUN_PROFILE_IMAGES 256    /* MLP queries of the profile run */
 #define RUN_PROFILE_PROMPTS 20    /* Decathlon queries of the profile run */
+#define RUN_PEAK_S 0.05           /* seconds spent measuring the FP32 peak for the profile */
 
 // ---- a JSON writer ----
 
@@ -213,6 +214,7 @@ typedef struct run_state {
 	hx_opts hx;
 	hx_result res;
 	tm_prof prof;
+	double peak_gflops;          /* the machine's measured single-core FP32 peak */
 	int prof_queries;
 } run_state;
 
@@ -867,6 +869,8 @@ static int benchmark(run_state *s)
 				return run_engine_fail(s, "profile", &err);
 		}
 	}
+	/* What the profile's GFLOP/s are a fraction of: the widest vectors this CPU has. */
+	s->peak_gflops = tm_prof_peak_gflops(&s->cpu, tm_isa_best(&s->cpu), RUN_PEAK_S);
 	return 0;
 }
 
@@ -1126,6 +1130,7 @@ static void write_environment(jbuf *b, run_state *s)
 	jb_str(b, "baseline_kernels", tm_isa_name(TM_ISA_PORTABLE));
 	jb_int(b, "threads", s->cfg.threads);
 	jb_str(b, "cpu_set", s->cpus.text);
+	jb_num(b, "peak_gflops", s->peak_gflops);
 #if defined(__clang__)
 	jb_str(b, "compiler", "clang " __clang_version__);
 #elif defined(__GNUC__)
@@ -1216,8 +1221,12 @@ static void build_result(run_state *s, const run_numbers *nb, uint64_t seconds_t
 		jb_num(b, "time_ns", t);
 		jb_num(b, "flops", (double)e->flops / q);
 		jb_num(b, "bytes", (double)e->bytes / q);
-		jb_num(b, "gflops", t > 0 ? (double)e->flops / q / t : 0);
-		jb_null(b, "peak_fraction");
+		double gflops = t > 0 ? (double)e->flops / q / t : 0;
+		jb_num(b, "gflops", gflops);
+		if (s->peak_gflops > 0)
+			jb_num(b, "peak_fraction", gflops / s->peak_gflops);
+		else
+			jb_null(b, "peak_fraction");
 		jb_close(b, '}');
 	}
 	jb_close(b, ']');

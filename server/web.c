@@ -1129,9 +1129,13 @@ static void sub_result(wb *b, const ev_event *ev, const cJSON *res)
 			fmt_count(u, sizeof(u), jnum(l, "flops", 0));
 			fmt_bytes(v, sizeof(v), jnum(l, "bytes", 0));
 			wb_printf(b, "</td><td class=\"num\">%s</td><td class=\"num\">%s</td>"
-				     "<td class=\"num\">%s</td><td class=\"num\">%.2f</td>"
-				     "<td class=\"num\">%.1f%%</td></tr>",
-				  t, u, v, jnum(l, "gflops", 0), jnum(l, "peak_fraction", 0) * 100);
+				     "<td class=\"num\">%s</td><td class=\"num\">%.2f</td>",
+				  t, u, v, jnum(l, "gflops", 0));
+			if (cJSON_IsNumber(jget(l, "peak_fraction")))
+				wb_printf(b, "<td class=\"num\">%.1f%%</td></tr>",
+					  jnum(l, "peak_fraction", 0) * 100);
+			else
+				wb_puts(b, "<td class=\"num\">&mdash;</td></tr>");
 		}
 		wb_puts(b, "</tbody></table></div>\n");
 	}
