@@ -27,6 +27,7 @@
 #define STATS_OUTLIER_Z 3.5         /* |modified z-score| above which a sample is flagged */
 #define STATS_BOOT_RESAMPLES 2000   /* default bootstrap resamples for the speedup interval */
 #define STATS_BOOT_LEVEL 0.95       /* coverage of the speedup's bootstrap interval */
+#define STATS_BOOT_BATCHES 20       /* at most this many contiguous batches of pairs are resampled */
 
 /* The LoadGen percentile: sorted[floor(n * p)] (0-based), clamped to sorted[n - 1]; p in
  * [0, 1].  E.g. n = 10, p = 0.9 gives sorted[9], the maximum.  n must be >= 1. */
@@ -115,18 +116,31 @@ int stats_summary_compute_u64(const uint64_t *x, size_t n, stats_summary *out, t
 double stats_throughput(double items, double seconds);
 
 /* Speedup of k interleaved pairs (baseline block time base[i], submission block time sub[i],
- * same work in both): value = sum(base) / sum(sub), with a percentile bootstrap interval at
- * STATS_BOOT_LEVEL over pairs resampled with replacement by a tm_rng seeded with seed.  The
- * same inputs and seed give the same interval bit for bit.  resamples 0 means
- * STATS_BOOT_RESAMPLES; at most 1000000. */
+ * same work in both, in time order): value = sum(base) / sum(sub).  Its interval is a
+ * bootstrap over g = min(k, STATS_BOOT_BATCHES) contiguous batches of pairs (batch j holds pairs
+ * floor(j k / g) .. floor((j + 1) k / g) - 1), so a slow drift of the machine that spans many
+ * pairs widens the interval instead of being averaged away as if every pair were independent;
+ * with k <= STATS_BOOT_BATCHES each batch is one pair.  B resamples draw g batches with
+ * replacement by a tm_rng seeded with seed, each giving sum(base*) / sum(sub*); the interval is
+ * the expanded percentile interval at STATS_BOOT_LEVEL (stats_boot_tail): with few batches the
+ * plain percentile interval is too narrow.  The same inputs and seed give the same interval bit
+ * for bit.  resamples 0 means STATS_BOOT_RESAMPLES; at most 1000000. */
 typedef struct stats_speedup {
 	double value;        /* sum(base) / sum(sub); > 1 means the submission is faster */
-	double ci_low;       /* bootstrap percentile interval */
+	double ci_low;       /* expanded percentile bootstrap interval */
 	double ci_high;
 	size_t pairs;        /* k */
+	size_t batches;      /* g: the units resampled */
 	unsigned resamples;  /* B actually used */
 	uint64_t seed;
 } stats_speedup;
+
+/* The fraction of the sorted bootstrap ratios left out on each side of the interval for g
+ * resampled units at STATS_BOOT_LEVEL (two-sided alpha = 0.05): the expanded percentile
+ * interval (Hesterberg 2015) uses Phi(-sqrt(g / (g - 1)) * t(0.975, g - 1)) instead of 0.025,
+ * which widens the interval by the small-sample factor a t-interval has (g = 10: 0.00856;
+ * g = 20: 0.01588; large g: 0.025).  g <= 1 gives 0 (the interval is the range). */
+double stats_boot_tail(size_t g);
 
 int stats_speedup_compute(const double *base, const double *sub, size_t k, unsigned resamples,
 			  uint64_t seed, stats_speedup *out, tm_err *err);

@@ -23,6 +23,8 @@
 #define RUN_DEC_SAMPLE 200        /* prompts in the timed sample: 20 per task */
 #define RUN_CNN_BASE_BATCH 256    /* the baseline's batch size in the Marathon */
 #define RUN_PROFILE_IMAGES 256    /* MLP queries of the profile run */
+#define RUN_MLP_PERF_SAMPLES 1024 /* MLP images the timed queries cycle through (LoadGen's
+				   * performance sample count; quality uses all 10,000) */
 #define RUN_PROFILE_PROMPTS 20    /* Decathlon queries of the profile run */
 #define RUN_PEAK_S 0.05           /* seconds spent measuring the FP32 peak for the profile */
 
@@ -806,11 +808,13 @@ static int benchmark(run_state *s)
 	tm_rng r;
 	tm_rng_seed(&r, o->seed);
 	if (s->ev->id == EV_MLP_SPRINT) {
-		s->n_order = s->test.n;
-		s->order = sbx_malloc(sizeof(int32_t) * (size_t)s->n_order);
-		for (int i = 0; i < s->n_order; i++)
+		/* The first RUN_MLP_PERF_SAMPLES of a seeded permutation: the images stay in the
+		 * caches, so a query times the model, not the host's memory traffic. */
+		s->order = sbx_malloc(sizeof(int32_t) * (size_t)s->test.n);
+		for (int i = 0; i < s->test.n; i++)
 			s->order[i] = i;
-		tm_rng_shuffle(&r, s->order, s->n_order);
+		tm_rng_shuffle(&r, s->order, s->test.n);
+		s->n_order = s->test.n < RUN_MLP_PERF_SAMPLES ? s->test.n : RUN_MLP_PERF_SAMPLES;
 	} else if (s->ev->id == EV_TRANSFORMER_DECATHLON) {
 		/* Stratified: query k is task k % 10, so every block of 10 holds one prompt of
 		 * each task and blocks are comparable (the test set is task-major). */
@@ -1188,6 +1192,7 @@ static void build_result(run_state *s, const run_numbers *nb, uint64_t seconds_t
 	jb_num(b, "ci_low", nb->speedup.ci_low);
 	jb_num(b, "ci_high", nb->speedup.ci_high);
 	jb_int(b, "pairs", (int64_t)nb->speedup.pairs);
+	jb_int(b, "batches", (int64_t)nb->speedup.batches);
 	jb_num(b, "level", STATS_BOOT_LEVEL);
 	jb_int(b, "resamples", nb->speedup.resamples);
 	jb_int(b, "seed", (int64_t)nb->speedup.seed);

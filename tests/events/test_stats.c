@@ -557,11 +557,12 @@ static int cmp_dbl(const void *a, const void *b)
 START_TEST(test_speedup_bootstrap_indices)
 {
 	/* Redo the bootstrap by hand with the same generator and check which order statistics form
-	 * the interval: B = 40 leaves floor(0.025 * 40) = 1 resample out on each side, so the
-	 * interval is [r(1), r(38)] (0-based) of the sorted resampled ratios. */
+	 * the interval: 7 pairs are 7 batches of one pair; the expanded tail for g = 7 is
+	 * Phi(-sqrt(7/6) * 2.446912) = 0.00411, and B = 400 leaves floor(0.00411 * 400) = 1
+	 * resample out on each side, so the interval is [r(1), r(398)] (0-based). */
 	double b[7], s[7];
 	noisy_pairs(b, s, 7, 5);
-	enum { B = 40 };
+	enum { B = 400 };
 	double r[B];
 	tm_rng rng;
 	tm_rng_seed(&rng, 77);
@@ -577,8 +578,9 @@ START_TEST(test_speedup_bootstrap_indices)
 	qsort(r, B, sizeof(r[0]), cmp_dbl);
 	stats_speedup sp;
 	ck_assert_int_eq(stats_speedup_compute(b, s, 7, B, 77, &sp, NULL), 0);
+	ck_assert_uint_eq(sp.batches, 7);
 	ck_assert_double_eq(sp.ci_low, r[1]);
-	ck_assert_double_eq(sp.ci_high, r[38]);
+	ck_assert_double_eq(sp.ci_high, r[398]);
 	/* value = sum b / sum s, computed here the same way. */
 	double sb = 0, ss = 0;
 	for (int j = 0; j < 7; j++) {
@@ -593,6 +595,75 @@ START_TEST(test_speedup_bootstrap_indices)
 	ck_assert_int_eq(stats_speedup_compute(b, s, 7, 0, 1, &sp, &e), TM_EINVAL);
 	ck_assert_ptr_nonnull(strstr(e.msg, "pair 3"));
 	ck_assert_int_eq(stats_speedup_compute(b, s, 7, 2000000, 1, &sp, &e), TM_EINVAL);
+}
+END_TEST
+
+START_TEST(test_speedup_batches)
+{
+	/* 45 pairs make 20 batches: batch j holds pairs floor(45 j / 20) .. floor(45 (j + 1) / 20)
+	 * - 1: starts 0 2 4 6 9 ..., so sizes 2 2 2 3 ... (2 or 3).  The bootstrap resamples batch sums; redone by
+	 * hand, the interval is [r(31), r(1968)] of B = 2000 (tail 0.01588 for g = 20). */
+	enum { K = 45, G = 20, B = 2000 };
+	double b[K], s[K];
+	noisy_pairs(b, s, K, 11);
+	double bb[G] = { 0 }, bs[G] = { 0 };
+	int count[G] = { 0 };
+	for (int j = 0; j < G; j++)
+		for (int i = j * K / G; i < (j + 1) * K / G; i++) {
+			bb[j] += b[i];
+			bs[j] += s[i];
+			count[j]++;
+		}
+	ck_assert_int_eq(count[0], 2);
+	ck_assert_int_eq(count[2], 2);
+	ck_assert_int_eq(count[3], 3);
+	static double r[B];
+	tm_rng rng;
+	tm_rng_seed(&rng, 3);
+	for (int i = 0; i < B; i++) {
+		double rb = 0, rs = 0;
+		for (int j = 0; j < G; j++) {
+			uint32_t p = tm_rng_below(&rng, G);
+			rb += bb[p];
+			rs += bs[p];
+		}
+		r[i] = rb / rs;
+	}
+	qsort(r, B, sizeof(r[0]), cmp_dbl);
+	stats_speedup sp;
+	ck_assert_int_eq(stats_speedup_compute(b, s, K, B, 3, &sp, NULL), 0);
+	ck_assert_uint_eq(sp.pairs, K);
+	ck_assert_uint_eq(sp.batches, G);
+	ck_assert_double_eq(sp.ci_low, r[31]);
+	ck_assert_double_eq(sp.ci_high, r[1968]);
+
+	/* A drift that independent pairs would hide: 400 pairs, the first half of the run at
+	 * speedup 1.4 and the second at 1.6, each pair exact.  Resampling the 400 pairs one by one
+	 * would give a share of the fast half with sd sqrt(0.25 / 400) = 0.025, an interval about
+	 * 0.02 wide; resampling 20 batches gives sd sqrt(0.25 / 20) = 0.11 and about 0.1. */
+	static double b2[400], s2[400];
+	for (int i = 0; i < 400; i++) {
+		s2[i] = 1e6;
+		b2[i] = i < 200 ? 1.4e6 : 1.6e6;
+	}
+	ck_assert_int_eq(stats_speedup_compute(b2, s2, 400, B, 3, &sp, NULL), 0);
+	ck_assert_double_eq_tol(sp.value, 1.5, 1e-12);
+	ck_assert(sp.ci_high - sp.ci_low > 0.07);
+	ck_assert(sp.ci_low < 1.5 && sp.ci_high > 1.5);
+}
+END_TEST
+
+START_TEST(test_speedup_expanded_tail)
+{
+	/* Phi(-sqrt(g / (g - 1)) * t(0.975, g - 1)), worked out in docs/statistics.md. */
+	ck_assert_double_eq(stats_boot_tail(1), 0);
+	ck_assert_double_eq_tol(stats_boot_tail(7), 0.0041092, 1e-6);
+	ck_assert_double_eq_tol(stats_boot_tail(10), 0.0085506, 1e-6);
+	ck_assert_double_eq_tol(stats_boot_tail(20), 0.0158808, 1e-6);
+	/* Beyond the table: t(0.975, 40) = 2.021075 gives 0.020369; t(0.975, 999) = 1.962341
+	 * gives 0.024804, approaching the plain 0.025. */
+	ck_assert_double_eq_tol(stats_boot_tail(41), 0.020369, 2e-5);
+	ck_assert_double_eq_tol(stats_boot_tail(1000), 0.024804, 2e-5);
 }
 END_TEST
 
@@ -739,6 +810,8 @@ Suite *stats_suite(void)
 	tcase_add_test(tc, test_speedup_constant_ratio);
 	tcase_add_test(tc, test_speedup_bootstrap_seeded);
 	tcase_add_test(tc, test_speedup_bootstrap_indices);
+	tcase_add_test(tc, test_speedup_batches);
+	tcase_add_test(tc, test_speedup_expanded_tail);
 	tcase_add_test(tc, test_verdict_valid_and_reasons);
 	tcase_add_test(tc, test_plan_minimums_and_cap);
 	suite_add_tcase(s, tc);
