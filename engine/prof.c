@@ -60,26 +60,28 @@ int64_t tm_peak_rss_bytes(void)
 	return (int64_t)ru.ru_maxrss * 1024;  /* Linux reports kilobytes */
 }
 
+#define PEAK_CHAINS 12  /* independent chains, as the SIMD variants in gemm_avx2/avx512.c */
+
 /* Scalar chains for CPUs without AVX2: the compiler may not fuse them, so each step is counted
  * as a multiply and an add. */
 static double peak_scalar(double seconds)
 {
-	float acc[12];
-	for (int i = 0; i < 12; i++)
+	float acc[PEAK_CHAINS];
+	for (int i = 0; i < PEAK_CHAINS; i++)
 		acc[i] = (float)i * 1e-3f;
 	uint64_t iters = 0, t0 = tm_now_ns(), t1;
 	do {
 		for (int r = 0; r < 1000; r++)
-			for (int i = 0; i < 12; i++)
+			for (int i = 0; i < PEAK_CHAINS; i++)
 				acc[i] = acc[i] * 0.999999f + 1e-7f;
 		iters += 1000;
 		t1 = tm_now_ns();
 	} while ((double)(t1 - t0) < seconds * 1e9);
 	volatile float sink = 0;
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < PEAK_CHAINS; i++)
 		sink += acc[i];
 	(void)sink;
-	return (double)iters * 12 * 2 / (double)(t1 - t0);
+	return (double)iters * PEAK_CHAINS * 2 / (double)(t1 - t0);
 }
 
 double tm_prof_peak_gflops(const tm_cpu *cpu, tm_isa isa, double seconds)

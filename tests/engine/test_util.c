@@ -3,6 +3,7 @@
 #include "tests.h"
 #include "engine.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,29 @@ START_TEST(test_peak_rss_grows_with_touched_memory)
 }
 END_TEST
 
+START_TEST(test_prof_peak_only_on_supported_isas)
+{
+	/* A CPU without any SIMD feature: only the scalar measurement runs, the others answer 0
+	 * (never run an instruction the CPU lacks).  Every supported ISA gives a positive, finite
+	 * figure; its size is the bench's business, not a test's. */
+	tm_cpu none;
+	memset(&none, 0, sizeof(none));
+	ck_assert_double_eq(tm_prof_peak_gflops(&none, TM_ISA_AVX2, 0.001), 0);
+	ck_assert_double_eq(tm_prof_peak_gflops(&none, TM_ISA_AVX512, 0.001), 0);
+	double scalar = tm_prof_peak_gflops(&none, TM_ISA_PORTABLE, 0.001);
+	ck_assert(scalar > 0 && isfinite(scalar));
+	tm_cpu cpu;
+	tm_cpu_detect(&cpu);
+	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
+		double g = tm_prof_peak_gflops(&cpu, (tm_isa)isa, 0.001);
+		if (tm_isa_supported(&cpu, (tm_isa)isa))
+			ck_assert(g > 0 && isfinite(g));
+		else
+			ck_assert_double_eq(g, 0);
+	}
+}
+END_TEST
+
 Suite *util_suite(void)
 {
 	Suite *s = suite_create("util");
@@ -152,6 +176,7 @@ Suite *util_suite(void)
 	tcase_add_test(tc, test_pool_runs_every_task_once);
 	tcase_add_test(tc, test_prof_sums_by_layer_and_caps);
 	tcase_add_test(tc, test_peak_rss_grows_with_touched_memory);
+	tcase_add_test(tc, test_prof_peak_only_on_supported_isas);
 	suite_add_tcase(s, tc);
 	return s;
 }
