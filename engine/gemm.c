@@ -453,7 +453,7 @@ int tm_linear_pack(const tm_ctx *ctx, int n, int k, const float *w, tm_packed_w 
 		return tm_err_set(err, TM_ELIMIT, "linear_pack",
 				  "linear_pack: weight shape (%d, %d) is too large", n, k);
 	tm_packed_w *pw = calloc(1, sizeof(*pw));
-	float *data = tm_alloc_aligned(floats * sizeof(float));
+	float *data = tm_alloc_hot(floats * sizeof(float));
 	if (!pw || !data) {
 		free(pw);
 		tm_free_aligned(data);

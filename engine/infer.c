@@ -441,7 +441,7 @@ static int build_weights(ilayer *l, const tm_layer *ml, const tm_infer_opts *o,
 	 * kernel: quantizing, gathering and transposing cost more than the products save */
 	bool q8 = o->quantize && !(conv && k < INT8_CONV_MIN_K);
 	size_t wfloats = conv && !q8 ? ml->w_len : 0;
-	l->wb = falloc((wfloats + (size_t)n) * sizeof(float));
+	l->wb = tm_alloc_hot((wfloats + (size_t)n) * sizeof(float));
 	if (!l->wb)
 		return tm_err_set(err, TM_ENOMEM, l->info.name, "infer: layer '%s': out of memory",
 				  l->info.name);

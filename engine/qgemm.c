@@ -326,7 +326,7 @@ int tm_qlinear_new(int n, int k, const float *w, const float *bias, tm_qgran gra
 	size_t bytes = wbytes + 2 * vbytes + (bias ? vbytes : 0);
 	int8_t *q = malloc((size_t)n * k);
 	tm_qlinear *ql = calloc(1, sizeof(*ql));
-	uint8_t *block = tm_alloc_aligned(bytes);
+	uint8_t *block = tm_alloc_hot(bytes);
 	if (!q || !ql || !block) {
 		free(q);
 		free(ql);

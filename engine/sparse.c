@@ -195,13 +195,10 @@ static int window_lanes(tm_sparse_format f)
 	return f == TM_SPARSE_WIN16 ? 16 : 8;
 }
 
-/* One 64-byte aligned block of exactly bytes (the allocator's own bookkeeping aside). */
+/* One 64-byte aligned block of the layer's values and indices (tm_alloc_hot). */
 static void *block_alloc(size_t bytes)
 {
-	void *p = NULL;
-	if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0)
-		return NULL;
-	return p;
+	return tm_alloc_hot(bytes ? bytes : 1);
 }
 
 static tm_sparse_w *sparse_alloc(int n, int k, tm_sparse_format format)
@@ -217,7 +214,7 @@ void tm_sparse_free(tm_sparse_w *s)
 {
 	if (!s)
 		return;
-	free(s->block);
+	tm_free_aligned(s->block);
 	free(s);
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 // ---- errors ----
@@ -85,6 +86,23 @@ void *tm_alloc_aligned(size_t bytes)
 	void *p = aligned_alloc(64, rounded ? rounded : 64);
 	if (p)
 		memset(p, 0, rounded ? rounded : 64);
+	return p;
+}
+
+void *tm_alloc_hot(size_t bytes)
+{
+	if (bytes < TM_HOT_HUGE_MIN)
+		return tm_alloc_aligned(bytes);
+	size_t rounded = (bytes + TM_HUGE_PAGE - 1) & ~(size_t)(TM_HUGE_PAGE - 1);
+	if (rounded < bytes)
+		return NULL;
+	void *p = NULL;
+	if (posix_memalign(&p, TM_HUGE_PAGE, rounded) != 0)
+		return NULL;
+	/* Advice before the first touch, so the zero-fill faults in huge pages.  It fails only
+	 * where THP is compiled out; the block then stays on 4 KiB pages, as it would anyway. */
+	(void)madvise(p, rounded, MADV_HUGEPAGE);
+	memset(p, 0, rounded);
 	return p;
 }
 
