@@ -15,6 +15,7 @@ void hx_opts_default(hx_opts *o)
 	o->warmup_count = 32;
 	o->warmup_s = 0.2;
 	o->block = 32;
+	o->rewarm = 0;
 	o->align = false;
 	o->on_block = NULL;
 	o->on_block_arg = NULL;
@@ -108,12 +109,14 @@ int hx_measure(const hx_opts *o, const hx_workload *sub, const hx_workload *base
 			break;
 		}
 		size_t before = out->sub.n;
+		run_block(sub, &next_sub, o->rewarm, NULL, &oom);
 		double s = run_block(sub, &next_sub, o->block, &out->sub, &oom);
 		/* The plan counts the submission's queries and time; the baseline's block follows. */
 		for (size_t i = before; i < out->sub.n; i++)
 			stats_plan_add(&plan, out->sub.ns[i] * 1e-9);
 		out->sub_elapsed_s += s;
 		if (base) {
+			run_block(base, &next_base, o->rewarm, NULL, &oom);
 			double b = run_block(base, &next_base, o->block, &out->base, &oom);
 			if (pairs_push(out, s, b) != 0)
 				oom = 1;

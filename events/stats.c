@@ -448,34 +448,29 @@ double stats_boot_tail(size_t g)
 	return 0.5 * erfc(zp / sqrt(2.0));  /* Phi(-zp) */
 }
 
-int stats_speedup_compute(const double *base, const double *sub, size_t k, unsigned resamples,
-			  uint64_t seed, stats_speedup *out, tm_err *err)
+static int speedup_check(size_t k, unsigned *resamples, tm_err *err)
 {
-	memset(out, 0, sizeof(*out));
-	if (resamples == 0)
-		resamples = STATS_BOOT_RESAMPLES;
-	if (resamples > 1000000)
+	if (*resamples == 0)
+		*resamples = STATS_BOOT_RESAMPLES;
+	if (*resamples > 1000000)
 		return tm_err_set(err, TM_EINVAL, "speedup",
-				  "stats: %u bootstrap resamples, must be in [1, 1000000]", resamples);
-	if (k == 0 || !base || !sub)
+				  "stats: %u bootstrap resamples, must be in [1, 1000000]", *resamples);
+	if (k == 0)
 		return tm_err_set(err, TM_EINVAL, "speedup",
 				  "stats: speedup has no pairs, need at least 1");
 	if (k > UINT32_MAX)
 		return tm_err_set(err, TM_EINVAL, "speedup",
 				  "stats: speedup has %zu pairs, at most %u", k, UINT32_MAX);
-	for (size_t i = 0; i < k; i++)
-		if (!(isfinite(base[i]) && base[i] > 0 && isfinite(sub[i]) && sub[i] > 0))
-			return tm_err_set(err, TM_EINVAL, "speedup",
-					  "stats: speedup pair %zu (%g, %g) must be positive and finite",
-					  i, base[i], sub[i]);
-	size_t g = k < STATS_BOOT_BATCHES ? k : STATS_BOOT_BATCHES;
-	double bb[STATS_BOOT_BATCHES] = { 0 }, bs[STATS_BOOT_BATCHES] = { 0 };
+	return 0;
+}
+
+/* The value and interval from g batch values of each side: value = sum(bb) / sum(bs), and
+ * each resample draws g batches with replacement and takes the same ratio. */
+static int speedup_boot(const double *bb, const double *bs, size_t g, size_t k,
+			unsigned resamples, uint64_t seed, stats_speedup *out, tm_err *err)
+{
 	double sb = 0, ss = 0;
 	for (size_t j = 0; j < g; j++) {
-		for (size_t i = j * k / g; i < (j + 1) * k / g; i++) {
-			bb[j] += base[i];
-			bs[j] += sub[i];
-		}
 		sb += bb[j];
 		ss += bs[j];
 	}
@@ -508,6 +503,79 @@ int stats_speedup_compute(const double *base, const double *sub, size_t k, unsig
 	out->ci_high = r[resamples - 1 - tail];
 	free(r);
 	return 0;
+}
+
+int stats_speedup_compute(const double *base, const double *sub, size_t k, unsigned resamples,
+			  uint64_t seed, stats_speedup *out, tm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = speedup_check(k, &resamples, err);
+	if (rc != 0)
+		return rc;
+	if (!base || !sub)
+		return tm_err_set(err, TM_EINVAL, "speedup", "stats: speedup has no pairs");
+	for (size_t i = 0; i < k; i++)
+		if (!(isfinite(base[i]) && base[i] > 0 && isfinite(sub[i]) && sub[i] > 0))
+			return tm_err_set(err, TM_EINVAL, "speedup",
+					  "stats: speedup pair %zu (%g, %g) must be positive and finite",
+					  i, base[i], sub[i]);
+	size_t g = k < STATS_BOOT_BATCHES ? k : STATS_BOOT_BATCHES;
+	double bb[STATS_BOOT_BATCHES] = { 0 }, bs[STATS_BOOT_BATCHES] = { 0 };
+	for (size_t j = 0; j < g; j++)
+		for (size_t i = j * k / g; i < (j + 1) * k / g; i++) {
+			bb[j] += base[i];
+			bs[j] += sub[i];
+		}
+	out->statistic = STATS_SPEEDUP_SUM;
+	return speedup_boot(bb, bs, g, k, resamples, seed, out, err);
+}
+
+/* The interquartile mean of x[0..n): the mean of the sorted values x[n/4] .. x[n - 1 - n/4]
+ * (all of them for n < 4), sorting x. */
+static double iqm_sorting(double *x, size_t n)
+{
+	sort_doubles(x, n);
+	size_t lo = n / 4, hi = n - n / 4;
+	double sum = 0;
+	for (size_t i = lo; i < hi; i++)
+		sum += x[i];
+	return sum / (double)(hi - lo);
+}
+
+int stats_speedup_iqm_compute(const double *base, const double *sub, size_t k,
+				 size_t block, unsigned resamples, uint64_t seed,
+				 stats_speedup *out, tm_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = speedup_check(k, &resamples, err);
+	if (rc != 0)
+		return rc;
+	if (!base || !sub || block == 0 || k > SIZE_MAX / block)
+		return tm_err_set(err, TM_EINVAL, "speedup",
+				  "stats: speedup by interquartile means needs queries and a block of 1 or more");
+	size_t n = k * block;
+	for (size_t i = 0; i < n; i++)
+		if (!(isfinite(base[i]) && base[i] > 0 && isfinite(sub[i]) && sub[i] > 0))
+			return tm_err_set(err, TM_EINVAL, "speedup",
+					  "stats: speedup query %zu (%g, %g) must be positive and finite",
+					  i, base[i], sub[i]);
+	size_t g = k < STATS_BOOT_BATCHES ? k : STATS_BOOT_BATCHES;
+	size_t most = (k / g + 1) * block;
+	double *tmp = malloc(most * sizeof(*tmp));
+	if (!tmp)
+		return tm_err_set(err, TM_ENOMEM, "speedup",
+				  "stats: cannot allocate %zu values for the batch means", most);
+	double bb[STATS_BOOT_BATCHES] = { 0 }, bs[STATS_BOOT_BATCHES] = { 0 };
+	for (size_t j = 0; j < g; j++) {
+		size_t from = j * k / g * block, m = ((j + 1) * k / g - j * k / g) * block;
+		memcpy(tmp, base + from, m * sizeof(*tmp));
+		bb[j] = iqm_sorting(tmp, m);
+		memcpy(tmp, sub + from, m * sizeof(*tmp));
+		bs[j] = iqm_sorting(tmp, m);
+	}
+	free(tmp);
+	out->statistic = STATS_SPEEDUP_IQM;
+	return speedup_boot(bb, bs, g, k, resamples, seed, out, err);
 }
 
 // ---- verdict ----

@@ -598,6 +598,62 @@ START_TEST(test_speedup_bootstrap_indices)
 }
 END_TEST
 
+START_TEST(test_speedup_iqm_by_hand)
+{
+	/* 4 pairs of blocks of 4 queries: 4 batches of one pair each.  A batch's value is the
+	 * mean of its sorted queries 1 and 2 (the middle half of 4).
+	 *   base batches {10 20 30 1000} {40 12 36 20} {25 25 25 25} {8 16 24 32}: 25, 28, 25, 20
+	 *   sub batches  {1 2 3 100} {4 1 3 2} {2.5 2.5 2.5 2.5} {1 5 3 9}: 2.5, 2.5, 2.5, 4
+	 * value = (25 + 28 + 25 + 20) / (2.5 + 2.5 + 2.5 + 4) = 98 / 11.5. */
+	double base[16] = { 10, 20, 30, 1000, 40, 12, 36, 20, 25, 25, 25, 25, 8, 16, 24, 32 };
+	double sub[16] = { 1, 2, 3, 100, 4, 1, 3, 2, 2.5, 2.5, 2.5, 2.5, 1, 5, 3, 9 };
+	stats_speedup sp;
+	ck_assert_int_eq(stats_speedup_iqm_compute(base, sub, 4, 4, 2000, 5, &sp, NULL), 0);
+	ck_assert_double_eq_tol(sp.value, 98.0 / 11.5, 1e-12);
+	ck_assert_uint_eq(sp.pairs, 4);
+	ck_assert_uint_eq(sp.batches, 4);
+	ck_assert_int_eq(sp.statistic, STATS_SPEEDUP_IQM);
+	ck_assert(sp.ci_low <= sp.value && sp.value <= sp.ci_high);
+	/* Every resample is a ratio of batch values drawn from these: within the extremes. */
+	ck_assert_double_ge(sp.ci_low, (20.0 * 4) / (4.0 * 4) - 1e-12);
+	ck_assert_double_le(sp.ci_high, (28.0 * 4) / (2.5 * 4) + 1e-12);
+
+	/* A query slowed a millionfold (noise adds time) shifts the interquartile mean by one
+	 * order statistic; it makes the total-time speedup a thousand times smaller. */
+	double slow[16];
+	memcpy(slow, sub, sizeof(slow));
+	slow[5] = 1e6;  /* batch 1 becomes {4 1e6 3 2}: middle 3, 4 -> 3.5 */
+	stats_speedup sq, tot, tot_slow;
+	ck_assert_int_eq(stats_speedup_iqm_compute(base, slow, 4, 4, 2000, 5, &sq, NULL), 0);
+	ck_assert_double_eq_tol(sq.value, 98.0 / 12.5, 1e-12);
+	double bsum[4], ssum[4], ssum_slow[4];
+	for (int j = 0; j < 4; j++) {
+		bsum[j] = ssum[j] = ssum_slow[j] = 0;
+		for (int i = 0; i < 4; i++) {
+			bsum[j] += base[4 * j + i];
+			ssum[j] += sub[4 * j + i];
+			ssum_slow[j] += slow[4 * j + i];
+		}
+	}
+	ck_assert_int_eq(stats_speedup_compute(bsum, ssum, 4, 2000, 5, &tot, NULL), 0);
+	ck_assert_int_eq(stats_speedup_compute(bsum, ssum_slow, 4, 2000, 5, &tot_slow, NULL), 0);
+	ck_assert_int_eq(tot.statistic, STATS_SPEEDUP_SUM);
+	ck_assert_double_lt(tot_slow.value, tot.value / 1000);
+
+	/* Fewer than 4 queries per batch: the batch's value is their mean. */
+	double b3[3] = { 9, 12, 15 }, s3[3] = { 3, 3, 3 };
+	ck_assert_int_eq(stats_speedup_iqm_compute(b3, s3, 3, 1, 2000, 5, &sp, NULL), 0);
+	ck_assert_double_eq_tol(sp.value, 36.0 / 9.0, 1e-12);
+
+	/* Bad input: no block, a non-positive query (named by index). */
+	tm_err err = { 0 };
+	ck_assert_int_eq(stats_speedup_iqm_compute(b3, s3, 3, 0, 2000, 5, &sp, &err), TM_EINVAL);
+	s3[2] = 0;
+	ck_assert_int_eq(stats_speedup_iqm_compute(b3, s3, 3, 1, 2000, 5, &sp, &err), TM_EINVAL);
+	ck_assert_msg(strstr(err.msg, "query 2") != NULL, "%s", err.msg);
+}
+END_TEST
+
 START_TEST(test_speedup_batches)
 {
 	/* 45 pairs make 20 batches: batch j holds pairs floor(45 j / 20) .. floor(45 (j + 1) / 20)
@@ -812,6 +868,7 @@ Suite *stats_suite(void)
 	tcase_add_test(tc, test_speedup_bootstrap_indices);
 	tcase_add_test(tc, test_speedup_batches);
 	tcase_add_test(tc, test_speedup_expanded_tail);
+	tcase_add_test(tc, test_speedup_iqm_by_hand);
 	tcase_add_test(tc, test_verdict_valid_and_reasons);
 	tcase_add_test(tc, test_plan_minimums_and_cap);
 	suite_add_tcase(s, tc);
