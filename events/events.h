@@ -138,6 +138,9 @@ typedef struct stats_speedup {
 	double ci_high;
 	size_t pairs;        /* k */
 	size_t batches;      /* g: the units resampled */
+	double boot_low;     /* the bootstrap interval alone (run-internal variation) */
+	double boot_high;
+	double repro;        /* relative standard uncertainty added for run-to-run spread */
 	unsigned resamples;  /* B actually used */
 	uint64_t seed;
 } stats_speedup;
@@ -149,6 +152,17 @@ typedef struct stats_speedup {
  * g = 20: 0.01588; large g: 0.025).  g <= 1 gives 0 (the interval is the range). */
 double stats_boot_tail(size_t g);
 
+/* Add a Type B term (GUM) for what one run cannot see: a process's speed differs from the
+ * next process's by a relative standard uncertainty rel (the Sprint's INT8 MLP: 0.26% over
+ * eleven runs, docs/statistics.md).  On the log scale each half-width of the bootstrap
+ * interval becomes sqrt(h^2 + (z ln(1 + rel))^2) with z = 1.959964; rel = 0 changes nothing.
+ * rel must be in [0, 0.5]. */
+#define STATS_SPEEDUP_REPRO_DEFAULT 0.005
+void stats_speedup_add_repro(stats_speedup *sp, double rel);
+
+/* The speedup of k pairs (block times of base and sub) with its bootstrap interval over
+ * min(k, STATS_BOOT_BATCHES) contiguous batches; ci and boot hold the same interval until
+ * stats_speedup_add_repro widens ci. */
 int stats_speedup_compute(const double *base, const double *sub, size_t k, unsigned resamples,
 			  uint64_t seed, stats_speedup *out, tm_err *err);
 /* The same from the queries themselves: base and sub hold k * block query times each, pair i
@@ -479,6 +493,7 @@ typedef struct run_opts {
 	const char *sandbox_test;    /* test hook: an action of sbx_test_action, NULL: none */
 	int max_test_items;          /* test hook: first N test items only (result INVALID), 0: all */
 	uint64_t seed;               /* query order and bootstrap (1) */
+	double speedup_repro;        /* stats_speedup_add_repro's rel (STATS_SPEEDUP_REPRO_DEFAULT) */
 	int result_fd;               /* also write the result object here, -1: no */
 	FILE *out;                   /* stdout */
 } run_opts;

@@ -355,6 +355,7 @@ void run_opts_default(run_opts *o)
 	o->limits.fsize_mb = 64;
 	o->sandbox = true;
 	o->seed = 1;
+	o->speedup_repro = STATS_SPEEDUP_REPRO_DEFAULT;
 	o->result_fd = -1;
 	o->out = stdout;
 }
@@ -970,6 +971,7 @@ static int compute_numbers(run_state *s, run_numbers *nb)
 					  &nb->speedup, &err);
 	if (src < 0)
 		return run_engine_fail(s, "statistics", &err);
+	stats_speedup_add_repro(&nb->speedup, s->o->speedup_repro);
 	double sub_s = sum_ns(&r->sub) * 1e-9, base_s = sum_ns(&r->base) * 1e-9;
 	switch (s->ev->id) {
 	case EV_MLP_SPRINT:
@@ -1214,6 +1216,9 @@ static void build_result(run_state *s, const run_numbers *nb, uint64_t seconds_t
 	jb_int(b, "batches", (int64_t)nb->speedup.batches);
 	jb_str(b, "statistic",
 	       nb->speedup.statistic == STATS_SPEEDUP_IQM ? "interquartile_mean" : "total_time");
+	jb_num(b, "boot_low", nb->speedup.boot_low);
+	jb_num(b, "boot_high", nb->speedup.boot_high);
+	jb_num(b, "reproducibility", nb->speedup.repro);
 	jb_num(b, "level", STATS_BOOT_LEVEL);
 	jb_int(b, "resamples", nb->speedup.resamples);
 	jb_int(b, "seed", (int64_t)nb->speedup.seed);

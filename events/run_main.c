@@ -80,6 +80,8 @@ static void usage(FILE *out)
 		     "                      0.2 s (0: the event's default: mlp 32, cnn 1,\n"
 		     "                      decathlon 10)\n"
 		     "  --seed N            query order and bootstrap seed (default 1)\n"
+		     "  --repro F           run-to-run relative uncertainty of the speedup, added\n"
+		     "                      to its bootstrap interval (default 0.005; 0: none)\n"
 		     "  --limit-memory MB   address-space limit, MiB (default 4096; 0: none)\n"
 		     "  --limit-cpu S       CPU-time limit, seconds (default 3600; 0: none)\n"
 		     "  --limit-files N     open-file limit (default 64; 0: unchanged)\n"
@@ -546,6 +548,7 @@ static int cmd_run(int argc, char **argv)
 		{"min-duration", required_argument, NULL, 'm'},
 		{"max-duration", required_argument, NULL, 'M'},
 		{"seed", required_argument, NULL, 's'},
+		{"repro", required_argument, NULL, 'R'},
 		{"warmup", required_argument, NULL, 'W'},
 		{"limit-memory", required_argument, NULL, 'A'},
 		{"limit-cpu", required_argument, NULL, 'C'},
@@ -613,6 +616,11 @@ static int cmd_run(int argc, char **argv)
 			if (!parse_u64(optarg, &o.seed))
 				return fail(EXIT_BADARGS, "run: --seed '%s' is not an integer in "
 					    "[0, 2^64)", optarg);
+			break;
+		case 'R':
+			if (!parse_double(optarg, 0, 0.5, &o.speedup_repro))
+				return fail(EXIT_BADARGS, "run: --repro '%s', must be a fraction in "
+					    "[0, 0.5]", optarg);
 			break;
 		case 'W':
 			if (!parse_long(optarg, 0, 1000000, &v))

@@ -499,10 +499,23 @@ static int speedup_boot(const double *bb, const double *bs, size_t g, size_t k,
 	/* With B sorted resamples the interval leaves floor(tail * B) values out on each side:
 	 * B = 2000 and 20 batches give r[31] and r[1968]. */
 	size_t tail = (size_t)floor(stats_boot_tail(g) * resamples + 1e-9);
-	out->ci_low = r[tail];
-	out->ci_high = r[resamples - 1 - tail];
+	out->ci_low = out->boot_low = r[tail];
+	out->ci_high = out->boot_high = r[resamples - 1 - tail];
 	free(r);
 	return 0;
+}
+
+void stats_speedup_add_repro(stats_speedup *sp, double rel)
+{
+	if (!(rel > 0) || !(sp->value > 0) || !(sp->boot_low > 0))
+		return;
+	if (rel > 0.5)
+		rel = 0.5;
+	double r = 1.959964 * log1p(rel);
+	double lo = log(sp->value / sp->boot_low), hi = log(sp->boot_high / sp->value);
+	sp->ci_low = sp->value * exp(-sqrt(lo * lo + r * r));
+	sp->ci_high = sp->value * exp(sqrt(hi * hi + r * r));
+	sp->repro = rel;
 }
 
 int stats_speedup_compute(const double *base, const double *sub, size_t k, unsigned resamples,

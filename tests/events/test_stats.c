@@ -654,6 +654,36 @@ START_TEST(test_speedup_iqm_by_hand)
 }
 END_TEST
 
+START_TEST(test_speedup_repro_by_hand)
+{
+	/* value 2, bootstrap [1.9, 2.1], rel 0.01: r = 1.959964 ln 1.01 = 0.0195021; the
+	 * half-widths ln(2/1.9) = 0.0512933 and ln(2.1/2) = 0.0487902 become
+	 * sqrt(h^2 + r^2): [1.8932056253, 2.1078968167] (worked in docs/statistics.md). */
+	stats_speedup sp = { .value = 2, .ci_low = 1.9, .ci_high = 2.1, .boot_low = 1.9,
+			     .boot_high = 2.1 };
+	stats_speedup_add_repro(&sp, 0.01);
+	ck_assert_double_eq_tol(sp.ci_low, 1.8932056253, 1e-9);
+	ck_assert_double_eq_tol(sp.ci_high, 2.1078968167, 1e-9);
+	ck_assert_double_eq(sp.boot_low, 1.9);
+	ck_assert_double_eq(sp.boot_high, 2.1);
+	ck_assert_double_eq(sp.repro, 0.01);
+	/* A zero-width bootstrap interval (a run with no visible variation) gets the term
+	 * alone: 50 exp(-+1.959964 ln 1.005). */
+	stats_speedup z = { .value = 50, .ci_low = 50, .ci_high = 50, .boot_low = 50,
+			    .boot_high = 50 };
+	stats_speedup_add_repro(&z, 0.005);
+	ck_assert_double_eq_tol(z.ci_low, 49.5136111061, 1e-9);
+	ck_assert_double_eq_tol(z.ci_high, 50.4911668559, 1e-9);
+	/* rel 0 leaves the interval as it is. */
+	stats_speedup u = { .value = 2, .ci_low = 1.9, .ci_high = 2.1, .boot_low = 1.9,
+			    .boot_high = 2.1 };
+	stats_speedup_add_repro(&u, 0);
+	ck_assert_double_eq(u.ci_low, 1.9);
+	ck_assert_double_eq(u.ci_high, 2.1);
+	ck_assert_double_eq(u.repro, 0);
+}
+END_TEST
+
 START_TEST(test_speedup_batches)
 {
 	/* 45 pairs make 20 batches: batch j holds pairs floor(45 j / 20) .. floor(45 (j + 1) / 20)
@@ -869,6 +899,7 @@ Suite *stats_suite(void)
 	tcase_add_test(tc, test_speedup_batches);
 	tcase_add_test(tc, test_speedup_expanded_tail);
 	tcase_add_test(tc, test_speedup_iqm_by_hand);
+	tcase_add_test(tc, test_speedup_repro_by_hand);
 	tcase_add_test(tc, test_verdict_valid_and_reasons);
 	tcase_add_test(tc, test_plan_minimums_and_cap);
 	suite_add_tcase(s, tc);
