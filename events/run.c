@@ -1278,6 +1278,7 @@ static void build_result(run_state *s, const run_numbers *nb, uint64_t seconds_t
 	jb_int(b, "warmup_count", (int64_t)s->hx.warmup_count);
 	jb_num(b, "warmup_s", s->hx.warmup_s);
 	jb_int(b, "block", (int64_t)s->hx.block);
+	jb_int(b, "rewarm", (int64_t)s->hx.rewarm);
 	jb_num(b, "elapsed_s", r->elapsed_s);
 	jb_num(b, "submission_s", r->sub_elapsed_s);
 	jb_bool(b, "hit_max", r->hit_max);
