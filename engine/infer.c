@@ -79,9 +79,11 @@ struct tm_infer {
 	tm_infer_stats stats;
 };
 
+/* Activations and scratch are read and written on every query too: tm_alloc_hot, so the
+ * CNN's batch-sized buffers (hundreds of KiB to MiB) sit in huge pages like the weights. */
 static void *falloc(size_t bytes)
 {
-	return tm_alloc_aligned(bytes ? bytes : 64);
+	return tm_alloc_hot(bytes ? bytes : 64);
 }
 
 void tm_infer_opts_default(tm_infer_opts *o)
