@@ -53,14 +53,15 @@ char *tm_xstrdup(const char *s);
 void *tm_alloc_aligned(size_t bytes);
 void tm_free_aligned(void *p);
 
-/* Blocks read on every query (inference weights: packed, int8, sparse; a benchmark's sample
- * set): like tm_alloc_aligned, but a block of TM_HOT_HUGE_MIN bytes or more starts on a 2 MiB
- * boundary, is rounded up to whole 2 MiB and is advised into transparent huge pages
- * (MADV_HUGEPAGE), so it is one physically contiguous page where the kernel allows (THP
- * "madvise" or "always").  On 4 KiB pages the same block ran at a speed that depended on
- * which pages it got: the INT8 MLP's query took 1.47 to 1.85 us from process to process, and
- * between copies of its weights in one process (docs/results.md).  The cost is resident
- * memory: a 100 KiB block holds a 2 MiB page.  Free with tm_free_aligned. */
+/* Blocks read on every query (inference weights: packed, int8, sparse; tm_infer's
+ * activations and scratch; a benchmark's sample set): like tm_alloc_aligned, but a block of
+ * TM_HOT_HUGE_MIN bytes or more starts on a 2 MiB boundary, is rounded up to whole 2 MiB and
+ * is advised into transparent huge pages (MADV_HUGEPAGE), so it is one physically contiguous
+ * page where the kernel allows (THP "madvise" or "always").  On 4 KiB pages a block ran at a
+ * speed that depended on which pages it got: the INT8 MLP's query took 1.47 to 1.85 us from
+ * process to process and between copies of its weights in one process, and the CNN's
+ * throughput moved 4% between runs (docs/results.md).  The cost is resident memory: a
+ * 100 KiB block holds a 2 MiB page.  Free with tm_free_aligned. */
 #define TM_HOT_HUGE_MIN (64u << 10)
 #define TM_HUGE_PAGE (2u << 20)
 void *tm_alloc_hot(size_t bytes);
