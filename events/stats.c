@@ -448,19 +448,31 @@ double stats_boot_tail(size_t g)
 	return 0.5 * erfc(zp / sqrt(2.0));  /* Phi(-zp) */
 }
 
-static int speedup_check(size_t k, unsigned *resamples, tm_err *err)
+/* Both speedups' input: resamples in range (0: the default), k pairs of block values each,
+ * and every one of the k * block values of either side positive and finite (a bad one is
+ * named as "<what> <index>"). */
+static int speedup_check(const double *base, const double *sub, size_t k, size_t block,
+			 const char *what, unsigned *resamples, tm_err *err)
 {
 	if (*resamples == 0)
 		*resamples = STATS_BOOT_RESAMPLES;
 	if (*resamples > 1000000)
 		return tm_err_set(err, TM_EINVAL, "speedup",
 				  "stats: %u bootstrap resamples, must be in [1, 1000000]", *resamples);
-	if (k == 0)
+	if (k == 0 || !base || !sub)
 		return tm_err_set(err, TM_EINVAL, "speedup",
 				  "stats: speedup has no pairs, need at least 1");
 	if (k > UINT32_MAX)
 		return tm_err_set(err, TM_EINVAL, "speedup",
 				  "stats: speedup has %zu pairs, at most %u", k, UINT32_MAX);
+	if (block == 0 || k > SIZE_MAX / block)
+		return tm_err_set(err, TM_EINVAL, "speedup",
+				  "stats: speedup block of %zu queries, need 1 or more", block);
+	for (size_t i = 0; i < k * block; i++)
+		if (!(isfinite(base[i]) && base[i] > 0 && isfinite(sub[i]) && sub[i] > 0))
+			return tm_err_set(err, TM_EINVAL, "speedup",
+					  "stats: speedup %s %zu (%g, %g) must be positive and finite",
+					  what, i, base[i], sub[i]);
 	return 0;
 }
 
@@ -522,16 +534,9 @@ int stats_speedup_compute(const double *base, const double *sub, size_t k, unsig
 			  uint64_t seed, stats_speedup *out, tm_err *err)
 {
 	memset(out, 0, sizeof(*out));
-	int rc = speedup_check(k, &resamples, err);
+	int rc = speedup_check(base, sub, k, 1, "pair", &resamples, err);
 	if (rc != 0)
 		return rc;
-	if (!base || !sub)
-		return tm_err_set(err, TM_EINVAL, "speedup", "stats: speedup has no pairs");
-	for (size_t i = 0; i < k; i++)
-		if (!(isfinite(base[i]) && base[i] > 0 && isfinite(sub[i]) && sub[i] > 0))
-			return tm_err_set(err, TM_EINVAL, "speedup",
-					  "stats: speedup pair %zu (%g, %g) must be positive and finite",
-					  i, base[i], sub[i]);
 	size_t g = k < STATS_BOOT_BATCHES ? k : STATS_BOOT_BATCHES;
 	double bb[STATS_BOOT_BATCHES] = { 0 }, bs[STATS_BOOT_BATCHES] = { 0 };
 	for (size_t j = 0; j < g; j++)
@@ -560,18 +565,9 @@ int stats_speedup_iqm_compute(const double *base, const double *sub, size_t k,
 				 stats_speedup *out, tm_err *err)
 {
 	memset(out, 0, sizeof(*out));
-	int rc = speedup_check(k, &resamples, err);
+	int rc = speedup_check(base, sub, k, block, "query", &resamples, err);
 	if (rc != 0)
 		return rc;
-	if (!base || !sub || block == 0 || k > SIZE_MAX / block)
-		return tm_err_set(err, TM_EINVAL, "speedup",
-				  "stats: speedup by interquartile means needs queries and a block of 1 or more");
-	size_t n = k * block;
-	for (size_t i = 0; i < n; i++)
-		if (!(isfinite(base[i]) && base[i] > 0 && isfinite(sub[i]) && sub[i] > 0))
-			return tm_err_set(err, TM_EINVAL, "speedup",
-					  "stats: speedup query %zu (%g, %g) must be positive and finite",
-					  i, base[i], sub[i]);
 	size_t g = k < STATS_BOOT_BATCHES ? k : STATS_BOOT_BATCHES;
 	size_t most = (k / g + 1) * block;
 	double *tmp = malloc(most * sizeof(*tmp));
