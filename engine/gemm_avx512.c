@@ -7,7 +7,7 @@
  * the bias seeds the accumulators, ReLU/GELU, alpha and beta are applied before the single
  * store.  Also here: the packing routines (16 x 16 in-register transposes for transposed
  * operands), a dot-product kernel along k for X * W^T with few rows or columns, a kernel
- * for narrow layers (n <= 12) that puts 32 rows of X along the lanes instead, and two
+ * for narrow layers (n <= 16) that shares the lanes between columns and steps of k, and two
  * matrix-vector kernels (one row of X against W's rows, four rows streamed side by side with
  * their loads lined up with 64 bytes, or against column panels). */
 #include "gemm_int.h"
@@ -670,108 +670,262 @@ static void gemv_panels(int n, int k, const float *x, const float *b, size_t pst
 	}
 }
 
-// ---- narrow layers: rows of X along the lanes ----
+// ---- narrow layers: columns and steps of k share the lanes ----
 
-/* Y(m, n) = epi(X(m, k) W(n, k)^T) for n <= 16 computed as its transpose, Y^T = W X^T, so the
- * rows of X fill the vector lanes instead of the n columns (10 of 16 lanes at n = 10).  32
- * rows at a time: they are transposed into xt (k x 32, 16 x 16 in-register transposes), then
- * per step of k one row of xt (two vectors) meets NC broadcasts of W, NC x 2 accumulators;
- * the accumulators are transposed back 16 at a time and stored row by row with the
- * epilogue.  Each element is a plain FMA chain over k from zero, independent of its place. */
+/* Y(m, n) = epi(X(m, k) W(n, k)^T) for n <= 16 and k <= NARROW_KMAX.  With n along the lanes a
+ * tile would leave most of them idle (10 of 16 at n = 10), so here a vector holds columns and
+ * steps of k together and every lane does useful work:
+ *   - each group of eight columns takes two steps of k per vector: lane 2c + s is column c at
+ *     step 2p + s, against the pair X[2p], X[2p + 1] broadcast to all eight lane pairs;
+ *   - the remaining columns go in pairs that take eight steps: lane 8c + s is column c at
+ *     step 8q + s, against X[8q .. 8q + 7] broadcast to both halves (an odd n gets a zero
+ *     column).
+ * Either way a vector is 16 multiply-adds of the result, one FMA, and X is read in place.
+ * W is laid out that way once per call (wl: one vector per step of each group, zero past k).
+ * Eight rows at a time, one accumulator per row and group; the partial sums of a column are
+ * added at the end (a pair, or a tree of eight), into a row-major tile that is stored row by
+ * row with the epilogue.  An element's value depends on its row of X, its row of W, k and
+ * the group its column falls in (fixed by n and the column), not on m or the row's place,
+ * so a split of the rows between threads does not change its bits. */
 #define NARROW_KMAX 255
-#define NARROW_ROWS 32
+#define NARROW_ROWS 8
+#define NARROW_WL_VECS (4 * ((NARROW_KMAX + 3) / 4)) /* the most vectors, at n = 15 or 16 */
 
-INLINE void narrow_cols(const int nc, const bool half, int rows, int k, const float *xt,
-			const float *w, ptrdiff_t ldw, float *c, ptrdiff_t ldc,
-			const float *bias, const gemm_epi *e)
+/* Four columns of W (rows w, w + ldw, ...; only the first ncols are read, the rest are zero):
+ * vector s of dst holds W[c][4s + j] at lane 4c + j, for s < ceil(k / 4), zero past k. */
+static void narrow_lay4(int k, int ncols, const float *w, ptrdiff_t ldw, float *dst)
 {
-	__m512 acc0[12], acc1[12];
-#pragma GCC unroll 12
-	for (int j = 0; j < 12; j++) {
-		if (j < nc) {
-			acc0[j] = _mm512_setzero_ps();
-			acc1[j] = _mm512_setzero_ps();
-		}
-	}
-#pragma GCC unroll 2
-	for (int p = 0; p < k; p++) {
-		__m512 x0 = _mm512_load_ps(xt + p * NARROW_ROWS);
-		__m512 x1 = half ? x0 : _mm512_load_ps(xt + p * NARROW_ROWS + 16);
-#pragma GCC unroll 12
-		for (int j = 0; j < 12; j++) {
-			if (j < nc) {
-				__m512 wv = _mm512_set1_ps(w[j * ldw + p]);
-				acc0[j] = _mm512_fmadd_ps(wv, x0, acc0[j]);
-				if (!half)
-					acc1[j] = _mm512_fmadd_ps(wv, x1, acc1[j]);
-			}
-		}
-	}
-	__mmask16 nm = lane_mask(nc);
-	for (int h = 0; h < (half ? 1 : 2); h++) {
-		__m512 r[16];
-#pragma GCC unroll 16
-		for (int j = 0; j < 16; j++)
-			r[j] = j < nc ? (h ? acc1[j] : acc0[j]) : _mm512_setzero_ps();
-		transpose16(r);
-		int live = rows - 16 * h < 16 ? rows - 16 * h : 16;
-		float *ch = c + 16 * h * ldc;
-		for (int i = 0; i < live; i++)
-			epi_store(r[i], ch + i * ldc, nm, bias, e);
+	int vecs = (k + 3) / 4;
+	for (int p0 = 0; p0 < k; p0 += 16) {
+		__mmask16 lm = lane_mask(k - p0);
+		__m512 r[4];
+#pragma GCC unroll 4
+		for (int c = 0; c < 4; c++)
+			r[c] = c < ncols ? _mm512_maskz_loadu_ps(lm, w + c * ldw + p0)
+					 : _mm512_setzero_ps();
+		/* a 4 x 4 transpose of 128-bit chunks: chunk s of row c to chunk c of vector s */
+		__m512 t0 = _mm512_shuffle_f32x4(r[0], r[1], 0x44);  /* r0.0 r0.1 r1.0 r1.1 */
+		__m512 t1 = _mm512_shuffle_f32x4(r[0], r[1], 0xEE);  /* r0.2 r0.3 r1.2 r1.3 */
+		__m512 t2 = _mm512_shuffle_f32x4(r[2], r[3], 0x44);
+		__m512 t3 = _mm512_shuffle_f32x4(r[2], r[3], 0xEE);
+		__m512 o[4] = {
+			_mm512_shuffle_f32x4(t0, t2, 0x88), _mm512_shuffle_f32x4(t0, t2, 0xDD),
+			_mm512_shuffle_f32x4(t1, t3, 0x88), _mm512_shuffle_f32x4(t1, t3, 0xDD),
+		};
+		int nv = vecs - p0 / 4 < 4 ? vecs - p0 / 4 : 4;
+#pragma GCC unroll 4
+		for (int i = 0; i < 4; i++)
+			if (i < nv)
+				_mm512_store_ps(dst + (p0 / 4 + i) * 16, o[i]);
 	}
 }
 
-#define NARROW_CASE(NC)                                                                 \
-	case NC:                                                                         \
-		if (half)                                                                \
-			narrow_cols(NC, true, rows, k, xt, w, ldw, c, ldc, bias, e);          \
-		else                                                                     \
-			narrow_cols(NC, false, rows, k, xt, w, ldw, c, ldc, bias, e);         \
-		break;
-
-static void narrow_block(int nc, bool half, int rows, int k, const float *xt, const float *w,
-			 ptrdiff_t ldw, float *c, ptrdiff_t ldc, const float *bias,
-			 const gemm_epi *e)
+/* Two columns w0 and w1 (NULL: a zero column): vector q of dst holds W[c][8q + s] at lane
+ * 8c + s, for q < ceil(k / 8), zero past k. */
+static void narrow_lay2(int k, const float *w0, const float *w1, float *dst)
 {
-	switch (nc) {
-	NARROW_CASE(1)
-	NARROW_CASE(2)
-	NARROW_CASE(3)
-	NARROW_CASE(4)
-	NARROW_CASE(5)
-	NARROW_CASE(6)
-	NARROW_CASE(7)
-	NARROW_CASE(8)
-	NARROW_CASE(9)
-	NARROW_CASE(10)
-	NARROW_CASE(11)
-	default:
-		NARROW_CASE(12)
+	for (int q = 0; 8 * q < k; q++) {
+		__mmask8 lm = k - 8 * q >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (k - 8 * q)) - 1);
+		__m256d lo = _mm256_castps_pd(_mm256_maskz_loadu_ps(lm, w0 + 8 * q));
+		__m256d hi = w1 ? _mm256_castps_pd(_mm256_maskz_loadu_ps(lm, w1 + 8 * q))
+				: _mm256_setzero_pd();
+		_mm512_store_pd((double *)(dst + 16 * q),
+				_mm512_insertf64x4(_mm512_castpd256_pd512(lo), hi, 1));
+	}
+}
+
+/* Lane sums of four vectors at once: lane 4L + a of the result is the sum of the four lanes
+ * of 128-bit lane L of v[a] (the same tree, (s0 + s1) + (s2 + s3), for every lane). */
+INLINE __m512 narrow_sum4(__m512 v0, __m512 v1, __m512 v2, __m512 v3)
+{
+	__m512 a = _mm512_add_ps(_mm512_shuffle_ps(v0, v1, 0x88), _mm512_shuffle_ps(v0, v1, 0xDD));
+	__m512 b = _mm512_add_ps(_mm512_shuffle_ps(v2, v3, 0x88), _mm512_shuffle_ps(v2, v3, 0xDD));
+	return _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x88), _mm512_shuffle_ps(a, b, 0xDD));
+}
+
+/* G (1 or 2) groups of four columns for eight rows of X (ldx apart), sharing each broadcast
+ * of X[4s .. 4s + 3]: t[r * ts + c] = row r, column c of the groups. */
+INLINE void narrow_quads(const int G, int k, const float *x, ptrdiff_t ldx, const float *wl,
+			 size_t wstride, float *t, int ts)
+{
+	__m512 acc[2][NARROW_ROWS];
+#pragma GCC unroll 16
+	for (int r = 0; r < NARROW_ROWS; r++)
+		for (int g = 0; g < G; g++)
+			acc[g][r] = _mm512_setzero_ps();
+	int k4 = k / 4;
+#pragma GCC unroll 2
+	for (int s = 0; s < k4; s++) {
+		__m512 w0 = _mm512_load_ps(wl + 16 * s);
+		__m512 w1 = G > 1 ? _mm512_load_ps(wl + wstride + 16 * s) : w0;
+#pragma GCC unroll 8
+		for (int r = 0; r < NARROW_ROWS; r++) {
+			__m512 xv = _mm512_broadcast_f32x4(_mm_loadu_ps(x + r * ldx + 4 * s));
+			acc[0][r] = _mm512_fmadd_ps(xv, w0, acc[0][r]);
+			if (G > 1)
+				acc[1][r] = _mm512_fmadd_ps(xv, w1, acc[1][r]);
+		}
+	}
+	if (k & 3) {
+		__mmask8 lm = (__mmask8)((1u << (k & 3)) - 1);
+		__m512 w0 = _mm512_load_ps(wl + 16 * k4);
+		__m512 w1 = G > 1 ? _mm512_load_ps(wl + wstride + 16 * k4) : w0;
+#pragma GCC unroll 8
+		for (int r = 0; r < NARROW_ROWS; r++) {
+			__m512 xv = _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(lm, x + r * ldx + 4 * k4));
+			acc[0][r] = _mm512_fmadd_ps(xv, w0, acc[0][r]);
+			if (G > 1)
+				acc[1][r] = _mm512_fmadd_ps(xv, w1, acc[1][r]);
+		}
+	}
+	/* lane 4L + a of a sum holds column L of the a-th vector summed; gathering lanes
+	 * L, L + 4, ... in the order below lines up four runs of four */
+	const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+	if (G == 2) {
+		/* rows r and r + 1: (row r, cols 0-3 | 4-7 | row r + 1, cols 0-3 | 4-7) */
+#pragma GCC unroll 4
+		for (int r = 0; r < NARROW_ROWS; r += 2) {
+			__m512 z = _mm512_permutexvar_ps(
+				order, narrow_sum4(acc[0][r], acc[1][r], acc[0][r + 1], acc[1][r + 1]));
+			_mm256_storeu_ps(t + r * ts, _mm512_castps512_ps256(z));
+			_mm256_storeu_ps(t + (r + 1) * ts, _mm512_extractf32x8_ps(z, 1));
+		}
+	} else {
+		/* rows r .. r + 3, four columns each */
+#pragma GCC unroll 2
+		for (int r = 0; r < NARROW_ROWS; r += 4) {
+			__m512 z = _mm512_permutexvar_ps(
+				order, narrow_sum4(acc[0][r], acc[0][r + 1], acc[0][r + 2], acc[0][r + 3]));
+#pragma GCC unroll 4
+			for (int i = 0; i < 4; i++)
+				_mm_storeu_ps(t + (r + i) * ts, _mm512_extractf32x4_ps(z, i));
+		}
+	}
+}
+
+/* One pair of columns for eight rows: t[r * ts + c], c = 0 and (when two) 1. */
+INLINE void narrow_g2(int k, const float *x, ptrdiff_t ldx, const float *wl, float *t, int ts,
+		      bool two)
+{
+	__m512 acc[NARROW_ROWS];
+#pragma GCC unroll 8
+	for (int r = 0; r < NARROW_ROWS; r++)
+		acc[r] = _mm512_setzero_ps();
+	int k8 = k / 8;
+	for (int q = 0; q < k8; q++) {
+		__m512 wv = _mm512_load_ps(wl + 16 * q);
+#pragma GCC unroll 8
+		for (int r = 0; r < NARROW_ROWS; r++) {
+			__m256d xv = _mm256_castps_pd(_mm256_loadu_ps(x + r * ldx + 8 * q));
+			acc[r] = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_broadcast_f64x4(xv)), wv,
+						 acc[r]);
+		}
+	}
+	if (k & 7) {
+		__mmask8 lm = (__mmask8)((1u << (k & 7)) - 1);
+		__m512 wv = _mm512_load_ps(wl + 16 * k8);
+#pragma GCC unroll 8
+		for (int r = 0; r < NARROW_ROWS; r++) {
+			__m256d xv =
+				_mm256_castps_pd(_mm256_maskz_loadu_ps(lm, x + r * ldx + 8 * k8));
+			acc[r] = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_broadcast_f64x4(xv)), wv,
+						 acc[r]);
+		}
+	}
+	/* Eight partial sums per column and row: three levels of adding neighbours, merging
+	 * two rows (then two pairs of rows, then the two halves of four) at each level. */
+	__m512 v[4], u[2];
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++)
+		v[i] = _mm512_add_ps(_mm512_shuffle_ps(acc[2 * i], acc[2 * i + 1], 0x88),
+				     _mm512_shuffle_ps(acc[2 * i], acc[2 * i + 1], 0xDD));
+#pragma GCC unroll 2
+	for (int i = 0; i < 2; i++)
+		u[i] = _mm512_add_ps(_mm512_shuffle_ps(v[2 * i], v[2 * i + 1], 0x88),
+				     _mm512_shuffle_ps(v[2 * i], v[2 * i + 1], 0xDD));
+	/* 128-bit lane 0: column 0 of rows 0..3, lane 1: column 1 of rows 0..3, lanes 2 and 3:
+	 * the same for rows 4..7 */
+	__m512 f = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88),
+				 _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+	float s[16] __attribute__((aligned(64)));
+	_mm512_store_ps(s, f);
+	for (int r = 0; r < NARROW_ROWS; r++) {
+		int base = (r / 4) * 8 + r % 4;
+		t[r * ts] = s[base];
+		if (two)
+			t[r * ts + 1] = s[base + 4];
 	}
 }
 
 static void narrow(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
 		   ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e)
 {
-	float xt[NARROW_KMAX * NARROW_ROWS] __attribute__((aligned(64)));
-	/* columns in one chunk of up to 12, or two near-equal ones */
-	int nc0 = n <= 12 ? n : (n + 1) / 2;
-	for (int i0 = 0; i0 < m; i0 += NARROW_ROWS) {
+	float wl[NARROW_WL_VECS * 16] __attribute__((aligned(64)));
+	/* two result tiles: a block's results are stored to c after the next block's products,
+	 * when the partial stores that assembled them have left the store buffer (reading them
+	 * back at once stalled on store forwarding) */
+	float t[2][NARROW_ROWS * 16] __attribute__((aligned(64))) = { { 0 } };
+	float xtail[NARROW_ROWS * NARROW_KMAX];
+	/* four-column groups (a last one of three columns padded), then at most one pair */
+	int quads = n / 4 + (n % 4 == 3), pair = n - 4 * quads > 0 ? 4 * quads : -1;
+	size_t v4 = (size_t)(k + 3) / 4 * 16;
+	for (int g = 0; g < quads; g++)
+		narrow_lay4(k, n - 4 * g < 4 ? n - 4 * g : 4, w + 4 * g * ldw, ldw, wl + g * v4);
+	float *wl2 = wl + quads * v4;
+	if (pair >= 0)
+		narrow_lay2(k, w + pair * ldw, pair + 1 < n ? w + (pair + 1) * ldw : NULL, wl2);
+	/* Rows of C next to each other (ldc == n, a linear layer's output) are written as one
+	 * run of rows * n floats, full vectors against a bias repeated per row; otherwise row by
+	 * row under a mask of n lanes. */
+	bool flat = ldc == n;
+	int ts = flat ? n : 16;
+	float bt[NARROW_ROWS * 16] __attribute__((aligned(64)));
+	if (flat && e->bias)
+		for (int r = 0; r < NARROW_ROWS; r++)
+			memcpy(bt + r * n, e->bias, sizeof(float) * (size_t)n);
+	__mmask16 nm = lane_mask(n);
+	for (int i0 = 0, b = 0; i0 < m; i0 += NARROW_ROWS, b ^= 1) {
 		int rows = m - i0 < NARROW_ROWS ? m - i0 : NARROW_ROWS;
-		bool half = rows <= 16;
-		for (int h = 0; h < (half ? 1 : 2); h++) {
-			int hr = rows - 16 * h < 16 ? rows - 16 * h : 16;
-			for (int p0 = 0; p0 < k; p0 += 16)
-				transpose_block(hr, k - p0 < 16 ? k - p0 : 16,
-						x + (i0 + 16 * h) * ldx + p0, ldx,
-						xt + p0 * NARROW_ROWS + 16 * h, NARROW_ROWS,
-						(__mmask16)0xFFFF);
+		const float *xb = x + i0 * ldx;
+		ptrdiff_t ldb = ldx;
+		if (rows < NARROW_ROWS) {
+			/* the last rows, copied into a full block (the rest zero, not stored) */
+			memset(xtail, 0, sizeof(float) * NARROW_ROWS * (size_t)k);
+			for (int r = 0; r < rows; r++)
+				memcpy(xtail + r * k, xb + r * ldx, sizeof(float) * (size_t)k);
+			xb = xtail;
+			ldb = k;
 		}
-		float *ci = c + i0 * ldc;
-		for (int j0 = 0; j0 < n; j0 += nc0) {
-			int nc = n - j0 < nc0 ? n - j0 : nc0;
-			narrow_block(nc, half, rows, k, xt, w + j0 * ldw, ldw, ci + j0, ldc,
-				     e->bias ? e->bias + j0 : NULL, e);
+		float *tb = t[b];
+		/* a lone last group first: when it is padded, its fourth column lands on the
+		 * next row's first when rows are n apart, and the pairs overwrite it */
+		int g = quads;
+		if (g % 2) {
+			g--;
+			narrow_quads(1, k, xb, ldb, wl + g * v4, v4, tb + 4 * g, ts);
+		}
+		while (g > 0) {
+			g -= 2;
+			narrow_quads(2, k, xb, ldb, wl + g * v4, v4, tb + 4 * g, ts);
+		}
+		if (pair >= 0)
+			narrow_g2(k, xb, ldb, wl2, tb + pair, ts, pair + 1 < n);
+		/* the previous block's results, then this one's if it is the last */
+		for (int h = i0 > 0 ? 1 : 0; h >= 0; h--) {
+			if (h == 0 && i0 + NARROW_ROWS < m)
+				break;
+			const float *tr = t[b ^ h];
+			int i = i0 - h * NARROW_ROWS, nrows = h ? NARROW_ROWS : rows;
+			if (flat) {
+				int len = nrows * n;
+				for (int o = 0; o < len; o += 16)
+					epi_store(_mm512_load_ps(tr + o), c + i * ldc + o,
+						  lane_mask(len - o), e->bias ? bt + o : NULL, e);
+			} else {
+				for (int r = 0; r < nrows; r++)
+					epi_store(_mm512_load_ps(tr + r * 16), c + (i + r) * ldc, nm,
+						  e->bias, e);
+			}
 		}
 	}
 }

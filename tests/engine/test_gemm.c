@@ -432,12 +432,14 @@ START_TEST(test_linear_single_row)
 }
 END_TEST
 
-// ---- narrow layers (rows of X along the lanes) ----
+// ---- narrow layers (columns and steps of k share the lanes) ----
 
-/* n <= 12 with m >= 16 takes the transposed kernel: every column-chunk width, rows in whole
- * and partial 32-row blocks and 16-row halves, k around the 16-wide transpose blocks up to
- * its limit (and just past it), through tm_linear (bias, activations), tm_linear_packed,
- * tm_sgemm NT with padded leading dimensions and alpha/beta, and a pool (bits unchanged). */
+/* n <= 12 with m >= 16 takes the narrow kernel: every mix of four-column groups (a padded
+ * last one at n % 4 == 3) and a column pair (a padded one at n % 4 == 1), rows in whole and
+ * partial 8-row blocks, k around the 4- and 8-step vectors up to the kernel's limit (and
+ * just past it), through tm_linear (bias, activations, rows of C written as one run),
+ * tm_linear_packed, tm_sgemm NT with padded leading dimensions and alpha/beta (row by row),
+ * and a pool (bits unchanged). */
 START_TEST(test_linear_narrow)
 {
 	static const int ms[] = { 15, 16, 17, 31, 32, 33, 48, 63, 64, 100 };
