@@ -53,9 +53,9 @@ typedef struct gemm_kernels {
 	 * position in the tile. */
 	void (*dot)(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
 		    ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e);
-	/* The same product for n <= 16 and k <= narrow_kmax with the rows of X along the
-	 * vector lanes (X transposed on the fly); NULL when the set has none.  Like dot, an
-	 * element's result depends only on its row of X and row of W. */
+	/* The same product for n <= 16 and k <= narrow_kmax with columns and steps of k sharing
+	 * the vector lanes (W laid out per call); NULL when the set has none.  An element's
+	 * result depends on its row of X, its row of W, k and n, not on m or its row's place. */
 	void (*narrow)(int m, int n, int k, const float *x, ptrdiff_t ldx, const float *w,
 		       ptrdiff_t ldw, float *c, ptrdiff_t ldc, const gemm_epi *e);
 	int narrow_kmax;

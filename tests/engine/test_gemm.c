@@ -434,7 +434,7 @@ END_TEST
 
 // ---- narrow layers (columns and steps of k share the lanes) ----
 
-/* n <= 12 with m >= 16 takes the narrow kernel: every mix of four-column groups (a padded
+/* n <= 16 with m >= 16 and k < 256 takes the narrow kernel: every mix of four-column groups (a padded
  * last one at n % 4 == 3) and a column pair (a padded one at n % 4 == 1), rows in whole and
  * partial 8-row blocks, k around the 4- and 8-step vectors up to the kernel's limit (and
  * just past it), through tm_linear (bias, activations, rows of C written as one run),
@@ -443,7 +443,7 @@ END_TEST
 START_TEST(test_linear_narrow)
 {
 	static const int ms[] = { 15, 16, 17, 31, 32, 33, 48, 63, 64, 100 };
-	static const int ns[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16 };
+	static const int ns[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17 };
 	static const int ks[] = { 1, 5, 15, 16, 17, 33, 64, 100, 255, 256 };
 	tm_cpu cpu = cpu_get();
 	tm_pool *pool = tm_pool_new(3);
