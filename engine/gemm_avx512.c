@@ -796,9 +796,11 @@ INLINE void narrow_quads(const int G, int k, const float *x, ptrdiff_t ldx, cons
 		for (int r = 0; r < NARROW_ROWS; r += 4) {
 			__m512 z = _mm512_permutexvar_ps(
 				order, narrow_sum4(acc[0][r], acc[0][r + 1], acc[0][r + 2], acc[0][r + 3]));
-#pragma GCC unroll 4
-			for (int i = 0; i < 4; i++)
-				_mm_storeu_ps(t + (r + i) * ts, _mm512_extractf32x4_ps(z, i));
+			/* spelled out: the lane index must be an immediate at any -O level */
+			_mm_storeu_ps(t + r * ts, _mm512_castps512_ps128(z));
+			_mm_storeu_ps(t + (r + 1) * ts, _mm512_extractf32x4_ps(z, 1));
+			_mm_storeu_ps(t + (r + 2) * ts, _mm512_extractf32x4_ps(z, 2));
+			_mm_storeu_ps(t + (r + 3) * ts, _mm512_extractf32x4_ps(z, 3));
 		}
 	}
 }
