@@ -834,17 +834,10 @@ INLINE void narrow_g2(int k, const float *x, ptrdiff_t ldx, const float *wl, flo
 						 acc[r]);
 		}
 	}
-	/* Eight partial sums per column and row: three levels of adding neighbours, merging
-	 * two rows (then two pairs of rows, then the two halves of four) at each level. */
-	__m512 v[4], u[2];
-#pragma GCC unroll 4
-	for (int i = 0; i < 4; i++)
-		v[i] = _mm512_add_ps(_mm512_shuffle_ps(acc[2 * i], acc[2 * i + 1], 0x88),
-				     _mm512_shuffle_ps(acc[2 * i], acc[2 * i + 1], 0xDD));
-#pragma GCC unroll 2
-	for (int i = 0; i < 2; i++)
-		u[i] = _mm512_add_ps(_mm512_shuffle_ps(v[2 * i], v[2 * i + 1], 0x88),
-				     _mm512_shuffle_ps(v[2 * i], v[2 * i + 1], 0xDD));
+	/* Eight partial sums per column and row: four rows at a time summed within each 128-bit
+	 * lane, then the two lanes of each column added. */
+	__m512 u[2] = { narrow_sum4(acc[0], acc[1], acc[2], acc[3]),
+			narrow_sum4(acc[4], acc[5], acc[6], acc[7]) };
 	/* 128-bit lane 0: column 0 of rows 0..3, lane 1: column 1 of rows 0..3, lanes 2 and 3:
 	 * the same for rows 4..7 */
 	__m512 f = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88),
