@@ -345,8 +345,8 @@ static bool want_dot(int m, int n, int k)
 }
 
 /* The narrow kernel fills the lanes with columns and steps of k when few columns would leave
- * most of the tile's lanes idle (measured at k = 64, m 64 and 256: 2 to 12% faster than the
- * tile at n = 13 to 16, and 1.1 to 2.5x OpenBLAS from n = 10 up). */
+ * most of the tile's lanes idle (timed at k = 64, m 64 and 256: faster than the tile up to
+ * n = 16; make bench's n = 10 rows are in docs/gemm.md). */
 static bool want_narrow(const gemm_kernels *ks, int m, int n, int k)
 {
 	return ks->narrow && n <= 16 && m >= 16 && k <= ks->narrow_kmax;

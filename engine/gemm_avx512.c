@@ -675,18 +675,18 @@ static void gemv_panels(int n, int k, const float *x, const float *b, size_t pst
 /* Y(m, n) = epi(X(m, k) W(n, k)^T) for n <= 16 and k <= NARROW_KMAX.  With n along the lanes a
  * tile would leave most of them idle (10 of 16 at n = 10), so here a vector holds columns and
  * steps of k together and every lane does useful work:
- *   - each group of eight columns takes two steps of k per vector: lane 2c + s is column c at
- *     step 2p + s, against the pair X[2p], X[2p + 1] broadcast to all eight lane pairs;
- *   - the remaining columns go in pairs that take eight steps: lane 8c + s is column c at
- *     step 8q + s, against X[8q .. 8q + 7] broadcast to both halves (an odd n gets a zero
- *     column).
+ *   - each group of four columns takes four steps of k per vector: lane 4c + j is column c at
+ *     step 4s + j, against X[4s .. 4s + 3] broadcast to the four 128-bit lanes; two groups
+ *     share each broadcast (a last group of three columns gets a zero column);
+ *   - one or two columns left over form a pair that takes eight steps: lane 8c + j is column
+ *     c at step 8q + j, against X[8q .. 8q + 7] broadcast to both halves.
  * Either way a vector is 16 multiply-adds of the result, one FMA, and X is read in place.
  * W is laid out that way once per call (wl: one vector per step of each group, zero past k).
- * Eight rows at a time, one accumulator per row and group; the partial sums of a column are
- * added at the end (a pair, or a tree of eight), into a row-major tile that is stored row by
- * row with the epilogue.  An element's value depends on its row of X, its row of W, k and
- * the group its column falls in (fixed by n and the column), not on m or the row's place,
- * so a split of the rows between threads does not change its bits. */
+ * Eight rows at a time, one accumulator per row and group; the partial sums of a column (four,
+ * or eight for the pair) are added at the end by narrow_sum4, into a small row-major tile that
+ * is written to C after the next block's products.  An element's value depends on its row of
+ * X, its row of W, k and the group its column falls in (fixed by n and the column), not on m
+ * or the row's place, so a split of the rows between threads does not change its bits. */
 #define NARROW_KMAX 255
 #define NARROW_ROWS 8
 #define NARROW_WL_VECS (4 * ((NARROW_KMAX + 3) / 4)) /* the most vectors, at n = 15 or 16 */
