@@ -189,10 +189,22 @@ static bool windowed(tm_sparse_format f)
 	return f == TM_SPARSE_WIN16 || f == TM_SPARSE_WIN8;
 }
 
-/* Lanes per group (the step of the windows is the same number). */
+/* Lanes per group. */
 static int window_lanes(tm_sparse_format f)
 {
 	return f == TM_SPARSE_WIN16 ? 16 : 8;
+}
+
+/* Columns from one window to the next: WIN16 16, WIN8 2. */
+static int window_step(tm_sparse_format f)
+{
+	return f == TM_SPARSE_WIN16 ? 16 : WIN8_STEP;
+}
+
+/* Columns a window covers: WIN16 32 (two registers of x), WIN8 8 (one register). */
+static int window_span(tm_sparse_format f)
+{
+	return f == TM_SPARSE_WIN16 ? 32 : 8;
 }
 
 /* One 64-byte aligned block of the layer's values and indices (tm_alloc_hot). */
@@ -285,18 +297,20 @@ static int csr_build(int n, int k, const float *w, const int8_t *q, const float 
 	return 0;
 }
 
-/* Walk the windowed schedule of csr c with L lanes (and windows of step L).  Group g holds
- * rows L g .. L g + L - 1 (lane l = row L g + l), each lane's entries in column order.  Window
- * w covers columns [L w, L w + 2 L); it gets as many slots as the lane with the most entries
- * left below L w + L needs, so no entry is left behind when the window moves on, and in each
- * slot every lane takes its next entry if that lies inside the window (an entry in the upper
- * half is taken early when the lane has a free slot).  Lanes without an entry are padding
- * (value 0, offset 0).  Only windows with slots are stored (window number and count).  With
- * out == NULL only counts; returns the number of slots and sets *windows. */
-static int64_t win_schedule(const tm_sparse_w *c, int L, tm_sparse_w *out, int64_t *windows)
+/* Walk the windowed schedule of csr c with L lanes and windows of the given step and span.
+ * Group g holds rows L g .. L g + L - 1 (lane l = row L g + l), each lane's entries in column
+ * order.  Window w covers columns [step w, step w + span); it gets as many slots as the lane
+ * with the most entries left below step w + step needs, so no entry is left behind when the
+ * window moves on, and in each slot every lane takes its next entry if that lies inside the
+ * window (an entry further on is taken early when the lane has a free slot).  Lanes without
+ * an entry are padding (value 0, offset 0).  Only windows with slots are stored (window number
+ * and count; for WIN8 also each slot's window).  With out == NULL only counts; returns the
+ * number of slots and sets *windows. */
+static int64_t win_schedule(const tm_sparse_w *c, int L, int step, int span, tm_sparse_w *out,
+			    int64_t *windows)
 {
 	int n = c->n, k = c->k;
-	int groups = (n + L - 1) / L, nwin = (k + L - 1) / L;
+	int groups = (n + L - 1) / L, nwin = (k + step - 1) / step;
 	int64_t slot = 0, nw = 0;
 	for (int g = 0; g < groups; g++) {
 		int64_t head[SPARSE_MAX_LANES], end[SPARSE_MAX_LANES];
@@ -310,11 +324,11 @@ static int64_t win_schedule(const tm_sparse_w *c, int L, tm_sparse_w *out, int64
 			out->group_win[g] = (int32_t)nw;
 		}
 		for (int w = 0; w < nwin; w++) {
-			int lo = w * L;
+			int lo = w * step;
 			int must = 0;
 			for (int l = 0; l < L; l++) {
 				int64_t p = head[l];
-				while (p < end[l] && csr_col(c, p) < lo + L)
+				while (p < end[l] && csr_col(c, p) < lo + step)
 					p++;
 				if (p - head[l] > must)
 					must = (int)(p - head[l]);
@@ -322,7 +336,7 @@ static int64_t win_schedule(const tm_sparse_w *c, int L, tm_sparse_w *out, int64
 			for (int q = 0; q < must; q++, slot++)
 				for (int l = 0; l < L; l++) {
 					bool take = head[l] < end[l] &&
-						    csr_col(c, head[l]) < lo + 2 * L;
+						    csr_col(c, head[l]) < lo + span;
 					if (out) {
 						size_t at = (size_t)slot * L + l;
 						if (c->q8)
@@ -334,6 +348,9 @@ static int64_t win_schedule(const tm_sparse_w *c, int L, tm_sparse_w *out, int64
 					}
 					head[l] += take;
 				}
+			if (out && out->slot_win)
+				for (int64_t q = slot - must; q < slot; q++)
+					out->slot_win[q] = (uint16_t)w;
 			if (must && out) {
 				out->win_idx[nw] = w;
 				out->win_cnt[nw] = (uint8_t)must;
@@ -350,21 +367,23 @@ static int64_t win_schedule(const tm_sparse_w *c, int L, tm_sparse_w *out, int64
 }
 
 /* A windowed block.  Float: slot values (64-byte aligned), slot offsets, group starts (slots
- * and windows), window numbers, window counts.  Int8: lane scales (aligned), then the same
- * with int8 slot values. */
+ * and windows), window numbers, for WIN8 each slot's window number (uint16), window
+ * counts.  Int8: lane scales (aligned), then the same with int8 slot values. */
 static int win_build(const tm_sparse_w *c, tm_sparse_format format, tm_sparse_w **out,
 		     tm_err *err)
 {
 	int n = c->n, k = c->k, L = window_lanes(format);
-	int groups = (n + L - 1) / L, nwin = (k + L - 1) / L;
+	int step = window_step(format), span = window_span(format);
+	int groups = (n + L - 1) / L, nwin = (k + step - 1) / step;
 	int64_t windows;
-	int64_t slots = win_schedule(c, L, NULL, &windows);
+	int64_t slots = win_schedule(c, L, step, span, NULL, &windows);
 	size_t lanes = (size_t)slots * L;
 	size_t nlanes = (size_t)groups * L;
 	size_t sbytes = c->q8 ? nlanes * sizeof(float) : 0;
 	size_t vsz = c->q8 ? sizeof(int8_t) : sizeof(float);
+	size_t wbytes = format == TM_SPARSE_WIN8 ? (size_t)slots * sizeof(uint16_t) : 0;
 	size_t bytes = sbytes + lanes * vsz + lanes + 2 * ((size_t)groups + 1) * sizeof(int32_t) +
-		       (size_t)windows * (sizeof(int32_t) + 1);
+		       (size_t)windows * (sizeof(int32_t) + 1) + wbytes;
 	tm_sparse_w *s = sparse_alloc(n, k, format);
 	s->block = block_alloc(bytes);
 	if (!s->block) {
@@ -377,7 +396,8 @@ static int win_build(const tm_sparse_w *c, tm_sparse_format format, tm_sparse_w 
 	s->nnz = c->nnz;
 	s->q8 = c->q8;
 	s->lanes = L;
-	s->step = L;
+	s->step = step;
+	s->span = span;
 	s->groups = groups;
 	s->nwin = nwin;
 	s->slots = slots;
@@ -401,17 +421,22 @@ static int win_build(const tm_sparse_w *c, tm_sparse_format format, tm_sparse_w 
 	b += ((size_t)groups + 1) * sizeof(int32_t);
 	s->win_idx = (int32_t *)b;
 	b += (size_t)windows * sizeof(int32_t);
+	if (wbytes) {
+		s->slot_win = (uint16_t *)(void *)b;
+		b += wbytes;
+	}
 	s->win_cnt = b;
-	win_schedule(c, L, s, &windows);
+	win_schedule(c, L, step, span, s, &windows);
 	*out = s;
 	return 0;
 }
 
-/* The format each kernel set reads fastest. */
-static tm_sparse_format auto_format(tm_isa isa)
+/* The format each kernel set reads fastest (CSR for AVX2 past WIN8's widest k). */
+static tm_sparse_format auto_format(tm_isa isa, int k)
 {
-	return isa >= TM_ISA_AVX512 ? TM_SPARSE_WIN16 : isa >= TM_ISA_AVX2 ? TM_SPARSE_WIN8
-							     : TM_SPARSE_CSR;
+	return isa >= TM_ISA_AVX512		    ? TM_SPARSE_WIN16
+	       : isa >= TM_ISA_AVX2 && k <= WIN8_MAX_K ? TM_SPARSE_WIN8
+						     : TM_SPARSE_CSR;
 }
 
 static int sparse_make(const tm_ctx *ctx, int n, int k, const float *w, bool q8,
@@ -429,7 +454,11 @@ static int sparse_make(const tm_ctx *ctx, int n, int k, const float *w, bool q8,
 		return tm_err_set(err, TM_EINVAL, "sparse", "sparse: format %d is not known",
 				  (int)format);
 	if (format == TM_SPARSE_AUTO)
-		format = auto_format(ctx ? ctx->isa : TM_ISA_PORTABLE);
+		format = auto_format(ctx ? ctx->isa : TM_ISA_PORTABLE, k);
+	if (format == TM_SPARSE_WIN8 && k > WIN8_MAX_K)
+		return tm_err_set(err, TM_ELIMIT, "sparse",
+				  "sparse: format win8 takes k up to %d, this layer has k = %d",
+				  WIN8_MAX_K, k);
 	int8_t *q = NULL;
 	float *scale = NULL;
 	if (q8) {
@@ -752,12 +781,13 @@ double tm_sparse_break_even_q8(tm_isa isa, int n, int k, int m)
 	return break_even(true, isa, n, m);
 }
 
-static bool decide(bool q8, tm_isa isa, int n, double sparsity, int m, char *why, size_t len)
+static bool decide(bool q8, tm_isa isa, int n, int k, double sparsity, int m, char *why,
+		   size_t len)
 {
 	double be = break_even(q8, isa, n, m);
 	bool sparse = sparsity >= be;
 	if (why && len) {
-		tm_sparse_format f = auto_format(isa);
+		tm_sparse_format f = auto_format(isa, k);
 		const char *t = q8 ? " int8" : "";
 		if (sparse)
 			snprintf(why, len, "sparse %s%s, %.1f%% zeros (break-even %.0f%%)",
@@ -771,13 +801,11 @@ static bool decide(bool q8, tm_isa isa, int n, double sparsity, int m, char *why
 
 bool tm_sparse_decide(tm_isa isa, int n, int k, double sparsity, int m, char *why, size_t len)
 {
-	(void)k;
-	return decide(false, isa, n, sparsity, m, why, len);
+	return decide(false, isa, n, k, sparsity, m, why, len);
 }
 
 bool tm_sparse_decide_q8(tm_isa isa, int n, int k, double sparsity, int m, char *why,
 			 size_t len)
 {
-	(void)k;
-	return decide(true, isa, n, sparsity, m, why, len);
+	return decide(true, isa, n, k, sparsity, m, why, len);
 }

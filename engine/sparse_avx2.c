@@ -12,7 +12,8 @@
 #include <immintrin.h>
 
 #define LANES 8  /* WIN8: rows per group, one register */
-#define STEP 8   /* window w covers columns [8 w, 8 w + 16) */
+#define STEP 2   /* window w covers columns [2 w, 2 w + 8): one register of x */
+#define SPAN 8
 
 // ---- helpers ----
 
@@ -45,14 +46,6 @@ static inline __attribute__((always_inline)) __m256 load_vals(const void *v, boo
 	return _mm256_load_ps(v);
 }
 
-/* The inputs of the 8 lanes: column 8 w + idx, from xa (offsets 0-7) or xb (8-15). */
-static inline __m256 pick(__m256 xa, __m256 xb, __m256i idx)
-{
-	__m256 lo = _mm256_permutevar8x32_ps(xa, idx);
-	__m256 hi = _mm256_permutevar8x32_ps(xb, idx);
-	return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
-}
-
 /* Rows 8 g .. of y: (a0 + a1) (times the lane scales for int8) + bias, ReLU, stored to the
  * rows below n. */
 static inline void store_rows(const tm_sparse_w *s, int g, __m256 a0, __m256 a1,
@@ -79,118 +72,91 @@ static inline void store_rows(const tm_sparse_w *s, int g, __m256 a0, __m256 a1,
 	_mm256_maskstore_ps(y + r0, mk, acc);
 }
 
-// ---- one sample ----
+// ---- the slot loop ----
 
+/* The first slot of [q0, q1) from which on the windows reach past x (w > wlast): those come
+ * last, since a group's slots go in window order. */
+static inline int inside_end(const uint16_t *sw, int q0, int q1, int wlast)
+{
+	int e = q1;
+	while (e > q0 && sw[e - 1] > wlast)
+		e--;
+	return e;
+}
+
+/* Group g for S samples (1 or 2: x and x + k, reading the weights once).  One loop over the
+ * group's slots, the window of each read from slot_win, so that no branch depends on how many
+ * slots a window holds.  Slot j of the group (j = q - q0) goes to accumulator j % 4 while j
+ * is below the last multiple of 4 before the windows that reach past x; the 0-3 slots left
+ * before those go to accumulators 0, 1, 2; the reaching ones to accumulator 3.  The result is
+ * (a0 + a1) + (a2 + a3), for each sample alike whatever S. */
 static inline __attribute__((always_inline)) void
-win8_one_body(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
-	      float *y, bool q8)
+win8_body(const tm_sparse_w *s, int g, int S, const float *x, const float *bias, bool relu,
+	  float *y, bool q8)
 {
 	const int k = s->k;
-	const size_t vsz = q8 ? 1 : sizeof(float);  /* bytes per value */
-	const int32_t *wi = s->win_idx + s->group_win[g], *we = s->win_idx + s->group_win[g + 1];
-	const uint8_t *cnt = s->win_cnt + s->group_win[g];
-	const uint8_t *id = s->slot_idx + (size_t)s->group_slot[g] * LANES;
+	const size_t vsz = q8 ? 1 : sizeof(float);
+	const int q0 = s->group_slot[g], q1 = s->group_slot[g + 1];
+	const int wlast = k >= SPAN ? (k - SPAN) / STEP : -1;  /* inside x up to here */
+	const uint16_t *sw = s->slot_win;
+	const uint8_t *id = s->slot_idx;
 	const uint8_t *v = (const uint8_t *)(q8 ? (const void *)s->slot_val8
-						: (const void *)s->slot_val) +
-			   (size_t)s->group_slot[g] * LANES * vsz;
-	__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-	const int wlast = k >= 2 * STEP ? (k - 2 * STEP) / STEP : -1;  /* inside x up to here */
-	for (; wi < we; wi++, cnt++) {
-		int w = *wi;
-		__m256 xa, xn;
-		if (w <= wlast) {
-			xa = _mm256_loadu_ps(x + w * STEP);
-			xn = _mm256_loadu_ps(x + w * STEP + STEP);
-		} else {
-			xa = load_x(x, w * STEP, k);
-			xn = load_x(x, w * STEP + STEP, k);
-		}
-		int c = *cnt;
-		for (; c >= 2; c -= 2, id += 16, v += 16 * vsz) {
-			__m256 p0 = pick(xa, xn, load_idx(id));
-			__m256 p1 = pick(xa, xn, load_idx(id + 8));
-			a0 = _mm256_fmadd_ps(p0, load_vals(v, q8), a0);
-			a1 = _mm256_fmadd_ps(p1, load_vals(v + 8 * vsz, q8), a1);
-		}
-		if (c) {
-			a0 = _mm256_fmadd_ps(pick(xa, xn, load_idx(id)), load_vals(v, q8), a0);
-			id += 8;
-			v += 8 * vsz;
-		}
+						: (const void *)s->slot_val);
+	const int qe = inside_end(sw, q0, q1, wlast), q4 = q0 + (qe - q0) / 4 * 4;
+	__m256 a[2][4];
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 4; j++)
+			a[i][j] = _mm256_setzero_ps();
+#define SLOT(Q, J, REACH)                                                                     \
+	do {                                                                                  \
+		__m256i ix = load_idx(id + (size_t)(Q) * LANES);                              \
+		__m256 vl = load_vals(v + (size_t)(Q) * LANES * vsz, q8);                     \
+		int o_ = sw[Q] * STEP;                                                        \
+		for (int i_ = 0; i_ < S; i_++) {                                              \
+			const float *xi_ = x + (size_t)i_ * k;                                \
+			__m256 xa = REACH ? load_x(xi_, o_, k) : _mm256_loadu_ps(xi_ + o_);    \
+			/* a register operand: vpermps with a memory one is twice as slow */  \
+			__asm__("" : "+x"(xa));                                               \
+			a[i_][J] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(xa, ix), vl, a[i_][J]); \
+		}                                                                             \
+	} while (0)
+	int q = q0;
+	for (; q < q4; q += 4) {
+		SLOT(q, 0, false);
+		SLOT(q + 1, 1, false);
+		SLOT(q + 2, 2, false);
+		SLOT(q + 3, 3, false);
 	}
-	store_rows(s, g, a0, a1, bias, relu, y);
+	if (q < qe)
+		SLOT(q, 0, false);
+	if (q + 1 < qe)
+		SLOT(q + 1, 1, false);
+	if (q + 2 < qe)
+		SLOT(q + 2, 2, false);
+	for (q = qe; q < q1; q++)
+		SLOT(q, 3, true);
+#undef SLOT
+	for (int i = 0; i < S; i++)
+		store_rows(s, g, _mm256_add_ps(a[i][0], a[i][1]), _mm256_add_ps(a[i][2], a[i][3]),
+			   bias, relu, y + (size_t)i * s->n);
 }
 
 static void win8_one(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
 		     float *y)
 {
 	if (s->q8)
-		win8_one_body(s, g, x, bias, relu, y, true);
+		win8_body(s, g, 1, x, bias, relu, y, true);
 	else
-		win8_one_body(s, g, x, bias, relu, y, false);
-}
-
-// ---- two samples ----
-
-/* The same as win8_one for samples x and x + k, reading the weights once. */
-static inline __attribute__((always_inline)) void
-win8_two_body(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
-	      float *y, bool q8)
-{
-	const int k = s->k;
-	const size_t vsz = q8 ? 1 : sizeof(float);
-	const int32_t *wi = s->win_idx + s->group_win[g], *we = s->win_idx + s->group_win[g + 1];
-	const uint8_t *cnt = s->win_cnt + s->group_win[g];
-	const uint8_t *id = s->slot_idx + (size_t)s->group_slot[g] * LANES;
-	const uint8_t *v = (const uint8_t *)(q8 ? (const void *)s->slot_val8
-						: (const void *)s->slot_val) +
-			   (size_t)s->group_slot[g] * LANES * vsz;
-	const float *x0 = x, *x1 = x + k;
-	__m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
-	const int wlast = k >= 2 * STEP ? (k - 2 * STEP) / STEP : -1;  /* inside x up to here */
-	for (; wi < we; wi++, cnt++) {
-		int w = *wi, o = w * STEP;
-		__m256 w0, w1, n0, n1;
-		if (w <= wlast) {
-			w0 = _mm256_loadu_ps(x0 + o);
-			w1 = _mm256_loadu_ps(x1 + o);
-			n0 = _mm256_loadu_ps(x0 + o + STEP);
-			n1 = _mm256_loadu_ps(x1 + o + STEP);
-		} else {
-			w0 = load_x(x0, o, k);
-			w1 = load_x(x1, o, k);
-			n0 = load_x(x0, o + STEP, k);
-			n1 = load_x(x1, o + STEP, k);
-		}
-		int c = *cnt;
-		for (; c >= 2; c -= 2, id += 16, v += 16 * vsz) {
-			__m256i i0 = load_idx(id), i1 = load_idx(id + 8);
-			__m256 v0 = load_vals(v, q8), v1 = load_vals(v + 8 * vsz, q8);
-			a00 = _mm256_fmadd_ps(pick(w0, n0, i0), v0, a00);
-			a10 = _mm256_fmadd_ps(pick(w1, n1, i0), v0, a10);
-			a01 = _mm256_fmadd_ps(pick(w0, n0, i1), v1, a01);
-			a11 = _mm256_fmadd_ps(pick(w1, n1, i1), v1, a11);
-		}
-		if (c) {
-			__m256i i0 = load_idx(id);
-			__m256 v0 = load_vals(v, q8);
-			a00 = _mm256_fmadd_ps(pick(w0, n0, i0), v0, a00);
-			a10 = _mm256_fmadd_ps(pick(w1, n1, i0), v0, a10);
-			id += 8;
-			v += 8 * vsz;
-		}
-	}
-	store_rows(s, g, a00, a01, bias, relu, y);
-	store_rows(s, g, a10, a11, bias, relu, y + s->n);
+		win8_body(s, g, 1, x, bias, relu, y, false);
 }
 
 static void win8_two(const tm_sparse_w *s, int g, const float *x, const float *bias, bool relu,
 		     float *y)
 {
 	if (s->q8)
-		win8_two_body(s, g, x, bias, relu, y, true);
+		win8_body(s, g, 2, x, bias, relu, y, true);
 	else
-		win8_two_body(s, g, x, bias, relu, y, false);
+		win8_body(s, g, 2, x, bias, relu, y, false);
 }
 
 // ---- the kernel set ----

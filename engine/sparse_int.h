@@ -4,7 +4,7 @@
  * table a SIMD file exports; the driver calls SIMD code only through that table.  The formats
  * are described in docs/sparsity.md: CSR over output rows, and the windowed formats WIN16 and
  * WIN8, sliced layouts of 16 (8) output rows per group whose entries are read in "slots" of
- * 16 (8) lanes that all take their input from one 32 (16) column window of x, so register
+ * 16 (8) lanes that all take their input from one 32 (8) column window of x, so register
  * permutes replace a gather.  Every format holds float values, or int8 values with one float
  * scale per output row ("q8"). */
 #ifndef TM_SPARSE_INT_H
@@ -37,21 +37,27 @@ struct tm_sparse_w {
 	uint16_t *col16;           /* (nnz) column of each value when k <= 65536, else NULL */
 	int32_t *col32;            /* (nnz) column of each value when k > 65536, else NULL */
 
-	/* windowed formats: WIN16 (16 lanes, step 16), WIN8 (8 lanes, step 8) */
+	/* windowed formats: WIN16 (16 lanes, step 16, span 32), WIN8 (8 lanes, step 2, span 8) */
 	int lanes;                 /* output rows per group: lane l of group g is row lanes g + l */
-	int step;                  /* window w covers columns [step w, step w + 2 step) */
+	int step;                  /* window w covers columns [step w, step w + span) */
+	int span;
 	int groups;                /* ceil(n / lanes) */
 	int nwin;                  /* windows per group: ceil(k / step) */
 	int64_t slots;             /* slots over all groups */
 	float *slot_val;           /* (slots, lanes) value of each lane, 0 in padding (NULL for q8) */
 	int8_t *slot_val8;         /* q8: (slots, lanes) quantized value of each lane, 0 in padding */
-	uint8_t *slot_idx;         /* (slots, lanes) column - step w of each lane, in [0, 2 step) */
+	uint8_t *slot_idx;         /* (slots, lanes) column - step w of each lane, in [0, span) */
 	int32_t *group_slot;       /* (groups + 1) first slot of each group */
 	int64_t windows;           /* windows with at least one slot, over all groups */
 	int32_t *group_win;        /* (groups + 1) first window entry of each group */
 	int32_t *win_idx;          /* (windows) window number w of each entry, ascending per group */
 	uint8_t *win_cnt;          /* (windows) its slots, 1 .. lanes */
+	uint16_t *slot_win;        /* WIN8 only (else NULL): (slots) window number w of each slot,
+				    * so the AVX2 kernel runs one loop over slots (k <= WIN8_MAX_K) */
 };
+
+#define WIN8_STEP 2
+#define WIN8_MAX_K (65536 * WIN8_STEP)  /* WIN8's window numbers fit in uint16 */
 
 // ---- kernel sets ----
 

@@ -343,9 +343,10 @@ START_TEST(test_storage_bytes_and_round_trip)
 			float *back = malloc(sizeof(float) * (size_t)n * k);
 			int64_t nnz = (int64_t)n * k - (int64_t)tm_prune_count((size_t)n * k, sps[b]);
 			for (int f = TM_SPARSE_CSR; f <= TM_SPARSE_WIN8; f++) {
-				/* windowed: lanes per group, also the window step */
-				size_t L = f == TM_SPARSE_WIN16 ? 16 : 8;
-				size_t groups = ((size_t)n + L - 1) / L, nwin = ((size_t)k + L - 1) / L;
+				/* windowed: lanes per group and the window step */
+				size_t L = f == TM_SPARSE_WIN16 ? 16 : 8, step = f == TM_SPARSE_WIN16 ? 16 : 2;
+				size_t groups = ((size_t)n + L - 1) / L, nwin = ((size_t)k + step - 1) / step;
+				size_t sw = f == TM_SPARSE_WIN8 ? 2 : 0;  /* slot window bytes */
 				tm_sparse_w *s = sparse_of(TM_ISA_PORTABLE, n, k, w, f);
 				tm_sparse_info info;
 				tm_sparse_get_info(s, &info);
@@ -360,11 +361,13 @@ START_TEST(test_storage_bytes_and_round_trip)
 							  (size_t)(n + 1) * 4 + (size_t)nnz * (2 + 4));
 				} else {
 					/* slots of L lanes (4-byte value + 1-byte offset), group
-					 * starts in slots and in windows (int32), and per window with
-					 * slots its number (int32) and slot count (uint8) */
+					 * starts in slots and in windows (int32), per window with
+					 * slots its number (int32) and slot count (uint8), and for
+					 * WIN8 each slot's window number (uint16) */
 					ck_assert_uint_eq(info.bytes, (size_t)info.slots * L * 5 +
 								      2 * (groups + 1) * 4 +
-								      (size_t)info.windows * 5);
+								      (size_t)info.windows * 5 +
+								      (size_t)info.slots * sw);
 					ck_assert(info.windows <= (int64_t)(groups * nwin));
 					ck_assert(info.windows <= info.slots);
 					ck_assert(info.slots * (int64_t)L >= nnz);
@@ -391,7 +394,8 @@ START_TEST(test_storage_bytes_and_round_trip)
 					ck_assert_uint_eq(info.bytes, groups * L * 4 +
 								      (size_t)info.slots * L * 2 +
 								      2 * (groups + 1) * 4 +
-								      (size_t)info.windows * 5);
+								      (size_t)info.windows * 5 +
+								      (size_t)info.slots * sw);
 				tm_sparse_to_dense(s, back);
 				ck_assert_mem_eq(back, d, sizeof(float) * (size_t)n * k);
 				for (int r = 0; r < n; r++) {
