@@ -1,12 +1,14 @@
 /* sparse_avx2.c: the AVX2 kernels of the WIN8 sparse format (sparse_int.h), for CPUs without
- * AVX-512.  A group of 8 output rows is one register of accumulators; x is read as a rolling
- * pair of registers holding the window's 16 columns, and each slot picks the 8 lanes' inputs
- * with two vpermps (one per register, on the offsets' low 3 bits) and a vblendvps on bit 3,
- * then one FMA with the slot's 8 values: no gather.  Slots of a window alternate between two
- * accumulators (a0, a1); the batch kernel runs two samples per pass over the weights (AVX2
- * has 16 registers) with the same order per sample, so a sample's result does not depend on
- * the batch.  Int8 values (q8) are widened to float and the row scale is applied at the end.
- * Built with the AVX2 flags from the Makefile and called only when the CPU has AVX2 + FMA. */
+ * AVX-512.  A group of 8 output rows is one register of accumulators.  A WIN8 window is 8
+ * columns of x at a step of 2 columns, so one register holds it and each slot picks the 8
+ * lanes' inputs with one register vpermps on its offsets, then one FMA with the slot's 8
+ * values: no gather, no blend.  The kernel runs one loop over the group's slots, each slot's
+ * window read from slot_win, so no branch depends on how the slots fall into windows (a loop
+ * per window mispredicted on the 1-3 slots a window holds at 90% sparsity), and the slots
+ * rotate over four accumulators.  The batch kernel runs two samples per pass over the weights
+ * in the same order per sample, so a sample's result does not depend on the batch.  Int8
+ * values (q8) are widened to float and the row scale is applied at the end.  Built with the
+ * AVX2 flags from the Makefile and called only when the CPU has AVX2 + FMA. */
 #include "sparse_int.h"
 
 #include <immintrin.h>
