@@ -3,8 +3,8 @@
  * columns of x at a step of 2 columns, so one register holds it and each slot picks the 8
  * lanes' inputs with one register vpermps on its offsets, then one FMA with the slot's 8
  * values: no gather, no blend.  The kernel runs one loop over the group's slots, each slot's
- * window read from slot_win, so no branch depends on how the slots fall into windows (a loop
- * per window mispredicted on the 1-3 slots a window holds at 90% sparsity), and the slots
+ * window read from slot_win, so no branch depends on how the slots fall into windows (a
+ * window holds 1-3 slots at 90% sparsity), and the slots
  * rotate over four accumulators.  The batch kernel runs two samples per pass over the weights
  * in the same order per sample, so a sample's result does not depend on the batch.  Int8
  * values (q8) are widened to float and the row scale is applied at the end.  Built with the
