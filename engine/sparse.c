@@ -397,7 +397,6 @@ static int win_build(const tm_sparse_w *c, tm_sparse_format format, tm_sparse_w 
 	s->q8 = c->q8;
 	s->lanes = L;
 	s->step = step;
-	s->span = span;
 	s->groups = groups;
 	s->nwin = nwin;
 	s->slots = slots;

@@ -14,7 +14,7 @@
 #include <immintrin.h>
 
 #define LANES 8  /* WIN8: rows per group, one register */
-#define STEP 2   /* window w covers columns [2 w, 2 w + 8): one register of x */
+#define STEP WIN8_STEP  /* window w covers columns [2 w, 2 w + 8): one register of x */
 #define SPAN 8
 
 // ---- helpers ----

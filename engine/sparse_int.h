@@ -39,8 +39,8 @@ struct tm_sparse_w {
 
 	/* windowed formats: WIN16 (16 lanes, step 16, span 32), WIN8 (8 lanes, step 2, span 8) */
 	int lanes;                 /* output rows per group: lane l of group g is row lanes g + l */
-	int step;                  /* window w covers columns [step w, step w + span) */
-	int span;                  /* columns a window covers: WIN16 32, WIN8 8 */
+	int step;                  /* window w covers columns [step w, step w + span): span is 32
+				    * for WIN16 (two registers of x), 8 for WIN8 (one register) */
 	int groups;                /* ceil(n / lanes) */
 	int nwin;                  /* windows per group: ceil(k / step) */
 	int64_t slots;             /* slots over all groups */
