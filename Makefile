@@ -195,19 +195,24 @@ $(BENCH): $(call B,$(BENCH_OBJS)) $(LIB)
 
 # ---- the two commands ----
 
+# Sub-makes of run, check and bench build with one job per core; a -j given to make itself
+# is kept (it is in MAKEFLAGS when the recipe runs).
+JOBS = $(if $(filter -j%,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 1))
+
 run:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory $(JOBS) all
 	@mkdir -p var
 	@# Job control gives the daemon the terminal's foreground process group, so Ctrl-C reaches
 	@# only the daemon, which stops cleanly and exits 0, and make exits with its status.
 	bash -c 'set -m; ./$(DAEMON) --listen 127.0.0.1:8080 --data-dir ./var; status=$$?; exit $$status'
 
-# The unit and integration suites, then the same suites built with ASan and UBSan.
+# The unit and integration suites, then the same suites built with ASan and UBSan.  Both
+# builds use every core unless make was given -j (JOBS below).
 check:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory tests
-	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory $(JOBS) tests
+	@$(MAKE) --no-print-directory $(JOBS) asan
 	TM_BUILD_DIR=$(BUILD) ./$(TESTS)
 	TM_BUILD_DIR=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ./build-asan/tm-tests
@@ -217,7 +222,7 @@ asan:
 
 bench:
 	@$(MAKE) --no-print-directory deps deps-bench
-	@$(MAKE) --no-print-directory $(BENCH) all
+	@$(MAKE) --no-print-directory $(JOBS) $(BENCH) all
 	./$(BENCH) --json $(BUILD)/bench.json
 
 # The three reference models, trained from the real data into DATA_DIR/models (what a first

@@ -42,6 +42,14 @@ Suite *faults_suite(void);
 Suite *pages_suite(void);
 Suite *browser_suite(void);
 
+/* 1 in the sanitizer build, whose kernels run several times slower: suites that sweep many
+ * shapes or prompts take a smaller sample there (the normal build runs the whole sweep). */
+#ifdef __SANITIZE_ADDRESS__
+#define TT_SLOW_BUILD 1
+#else
+#define TT_SLOW_BUILD 0
+#endif
+
 // ---- helpers (util.c) ----
 
 /* A fresh directory under $TMPDIR (or /tmp); caller frees the string and removes the tree
