@@ -2,9 +2,11 @@
  * row per target and writes the records to a JSON file (DESIGN.md's bench format). */
 #include "bench.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -126,10 +128,24 @@ int main(int argc, char **argv)
 		}
 	}
 	tm_cpu_detect(&b.cpu);
+	/* OpenBLAS picks its kernels by CPU model when it loads, and takes a model newer than
+	 * itself for an old one (Debian 12's 0.3.21 runs SSE3 kernels on an Emerald Rapids), which
+	 * would make the anchor several times too slow.  Then rerun with OPENBLAS_CORETYPE naming
+	 * the core for this CPU's vectors; a core the user set is kept. */
+	const char *better = bench_openblas_better_core(&b.cpu);
+	if (better && !getenv("OPENBLAS_CORETYPE")) {
+		printf("openblas: took this CPU for %s; rerunning with OPENBLAS_CORETYPE=%s\n",
+		       bench_openblas_core(), better);
+		fflush(stdout);
+		if (setenv("OPENBLAS_CORETYPE", better, 1) == 0)
+			execv("/proc/self/exe", argv);
+		fprintf(stderr, "tm-bench: cannot rerun with OPENBLAS_CORETYPE: %s\n", strerror(errno));
+	}
 	struct utsname u;
 	uname(&u);
-	snprintf(b.machine, sizeof(b.machine), "%.96s, %.32s %.32s, best kernels %s", b.cpu.model,
-		 u.sysname, u.machine, tm_isa_name(tm_isa_best(&b.cpu)));
+	snprintf(b.machine, sizeof(b.machine), "%.96s, %.32s %.32s, best kernels %s, openblas %s",
+		 b.cpu.model, u.sysname, u.machine, tm_isa_name(tm_isa_best(&b.cpu)),
+		 bench_openblas_core());
 	printf("machine: %s\n", b.machine);
 	printf("%-40s %12s %-10s %-30s %12s %8s %8s  %s\n", "name", "value", "unit", "anchor",
 	       "anchor_value", "ratio", "target", "holds");

@@ -42,6 +42,11 @@ double bench_time_min(void (*fn)(void *), void *arg, double min_s);
 // ---- sections: one row each in bench.c's table ----
 void bench_peak(bench_ctx *b);
 void bench_gemm(bench_ctx *b);   /* bench_gemm.c: our sgemm vs OpenBLAS cblas_sgemm */
+/* bench_gemm.c: the OpenBLAS core (kernel set) loaded, and the one that uses cpu's widest
+ * vectors when OpenBLAS chose one with narrower vectors (an unknown, newer CPU model is
+ * taken for an old one), else NULL. */
+const char *bench_openblas_core(void);
+const char *bench_openblas_better_core(const tm_cpu *cpu);
 void bench_int8(bench_ctx *b);   /* bench_int8.c: our INT8 GEMM vs our FP32 GEMM */
 void bench_sparse(bench_ctx *b); /* bench_sparse.c: sparse linear vs our fastest dense */
 void bench_quality(bench_ctx *b); /* bench_quality.c: accuracy after INT8 / pruning, end-to-end speed */

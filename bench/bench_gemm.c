@@ -14,6 +14,7 @@
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef enum bench_op {
 	OP_SGEMM = 0,      /* tm_sgemm NN vs cblas NN */
@@ -156,6 +157,35 @@ static void bench_layer(bench_ctx *b, const tm_ctx *ctx, const char *tag, int m,
 	free(w);
 	free(bias);
 	free(y);
+}
+
+const char *bench_openblas_core(void)
+{
+	return openblas_get_corename();
+}
+
+/* OpenBLAS's x86-64 cores by the vectors their SGEMM kernels use. */
+static int core_vector_bits(const char *core)
+{
+	static const char *const wide[] = { "skylakex", "cooperlake", "sapphirerapids" };
+	static const char *const avx2[] = { "haswell", "zen", "excavator" };
+	for (size_t i = 0; i < sizeof(wide) / sizeof(wide[0]); i++)
+		if (strcasecmp(core, wide[i]) == 0)
+			return 512;
+	for (size_t i = 0; i < sizeof(avx2) / sizeof(avx2[0]); i++)
+		if (strcasecmp(core, avx2[i]) == 0)
+			return 256;
+	return 128;
+}
+
+const char *bench_openblas_better_core(const tm_cpu *cpu)
+{
+	int have = core_vector_bits(openblas_get_corename());
+	if (cpu->avx512f && cpu->avx512bw && cpu->avx512vl && have < 512)
+		return "SkylakeX";
+	if (cpu->avx2 && cpu->fma && have < 256)
+		return "Haswell";
+	return NULL;
 }
 
 void bench_gemm(bench_ctx *b)
