@@ -681,6 +681,53 @@ START_TEST(test_linear_batch_independent)
 }
 END_TEST
 
+/* The result does not depend on where x lies: the windowed kernels copy a misaligned x to
+ * an aligned buffer (up to a size), which must not change a bit, nor may reading x in place
+ * past that size. */
+START_TEST(test_linear_x_alignment)
+{
+	static const int ks[] = { 784, 200, 5000 };
+	int n = 40;
+	tm_cpu cpu = cpu_get();
+	for (size_t a = 0; a < sizeof(ks) / sizeof(ks[0]); a++)
+		for (int m = 1; m <= 5; m += 4) {
+			int k = ks[a];
+			float *w = pruned_w(n, k, 0.9, 41 + a), *bias = rnd((size_t)n, 42);
+			float *x = rnd((size_t)m * k, 43 + m);
+			float *buf = aligned_alloc(64, sizeof(float) * ((size_t)m * k + 16));
+			float *y0 = malloc(sizeof(float) * (size_t)m * n);
+			float *y1 = malloc(sizeof(float) * (size_t)m * n);
+			ck_assert(buf && y0 && y1);
+			for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
+				if (!tm_isa_supported(&cpu, (tm_isa)isa))
+					continue;
+				tm_ctx ctx = { .isa = (tm_isa)isa };
+				for (int f = TM_SPARSE_CSR; f <= TM_SPARSE_WIN8; f++) {
+					tm_sparse_w *s = sparse_of((tm_isa)isa, n, k, w, f);
+					memcpy(buf, x, sizeof(float) * (size_t)m * k);
+					tm_sparse_linear(&ctx, m, s, buf, bias, TM_ACT_NONE, y0);
+					for (int off = 1; off < 16; off++) {
+						memcpy(buf + off, x, sizeof(float) * (size_t)m * k);
+						tm_sparse_linear(&ctx, m, s, buf + off, bias, TM_ACT_NONE,
+								 y1);
+						if (memcmp(y0, y1, sizeof(float) * (size_t)m * n) != 0)
+							ck_abort_msg("%s %s k=%d m=%d: x at +%d floats "
+								     "differs", tm_isa_name((tm_isa)isa),
+								     tm_sparse_format_name(f), k, m, off);
+					}
+					tm_sparse_free(s);
+				}
+			}
+			free(w);
+			free(bias);
+			free(x);
+			free(buf);
+			free(y0);
+			free(y1);
+		}
+}
+END_TEST
+
 START_TEST(test_threads_bit_identical)
 {
 	int n = 400, k = 784, m = 9;
@@ -793,6 +840,7 @@ Suite *sparse_suite(void)
 	tcase_add_test(tl, test_linear_mlp_layer);
 	tcase_add_test(tl, test_linear_empty_rows_and_columns);
 	tcase_add_test(tl, test_linear_batch_independent);
+	tcase_add_test(tl, test_linear_x_alignment);
 	tcase_add_test(tl, test_threads_bit_identical);
 	suite_add_tcase(s, tl);
 	TCase *td = tcase_create("decide");
