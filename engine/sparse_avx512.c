@@ -210,9 +210,10 @@ static void win16_rows(const tm_sparse_w *s, int g0, int g1, int i0, int i1, con
 #define X_COPY_FLOATS 4096  /* the aligned copy of x: 16 KB of stack */
 
 /* The windows read x at 64-byte steps, so x's rows should start on a cache line: otherwise
- * every read of x spans two lines (make bench timed the 90% layer 1.1x to 1.6x slower, by
- * the offset).  Rows that do not are copied, as many as fit, to an aligned buffer with rows
- * a multiple of 16 floats apart; the arithmetic is the same, so are the results. */
+ * every read of x spans two lines, which a timing program outside the repository found
+ * costs the 90% layer much of its speed, more or less by the offset.  Rows that do not are
+ * copied, as many as fit, to an aligned buffer with rows a multiple of 16 floats apart; the
+ * arithmetic is the same, so are the results. */
 static void win16_groups(const tm_sparse_w *s, int g0, int g1, int m, const float *x,
 			 const float *bias, bool relu, float *y)
 {
