@@ -694,7 +694,9 @@ START_TEST(test_linear_x_alignment)
 			int k = ks[a];
 			float *w = pruned_w(n, k, 0.9, 41 + a), *bias = rnd((size_t)n, 42);
 			float *x = rnd((size_t)m * k, 43 + m);
-			float *buf = aligned_alloc(64, sizeof(float) * ((size_t)m * k + 16));
+			/* aligned_alloc wants a multiple of the alignment */
+			size_t bytes = (sizeof(float) * ((size_t)m * k + 16) + 63) / 64 * 64;
+			float *buf = aligned_alloc(64, bytes);
 			float *y0 = malloc(sizeof(float) * (size_t)m * n);
 			float *y1 = malloc(sizeof(float) * (size_t)m * n);
 			ck_assert(buf && y0 && y1);
