@@ -533,7 +533,7 @@ int http_server_start(http_server **out, uv_loop_t *loop, const http_config *cfg
 	/* MHD's per-connection memory holds a request's headers and the I/O buffers (bodies are
 	 * gathered by http_access); it is zeroed between the requests of a kept-alive
 	 * connection, so it stays at MHD's default size: twice that made make bench's
-	 * leaderboard row miss its target, 0.69-0.76 of the static server against 0.86-0.92. */
+	 * leaderboard row miss its target, 0.63-0.76 of the static server against 0.86-0.92. */
 	srv->mhd = MHD_start_daemon(flags, 0, NULL, NULL, http_access, srv,
 				    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
 				    MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
