@@ -20,8 +20,6 @@
 #define KV_CALIB 256
 #define KV_SHORT_STEPS 600       /* training steps when there are no reference weights */
 #define KV_SHORT_STEPS_QUICK 150 /* the same for --quick */
-#define KV_STR_(x) #x
-#define KV_STR(x) KV_STR_(x)
 
 typedef struct kv_case {
 	tm_tf_infer *t;
@@ -87,11 +85,11 @@ static tm_transformer *load_reference(char *path, size_t cap)
 /* Without the reference weights, the reference spec trained from the reference defaults for
  * a short budget (two threads, about a minute and a half on the 2-core machines here), so
  * the INT8 points row compares real predictions; the speed rows do not depend on weights. */
-static tm_transformer *train_short(const bench_ctx *b, const char *path)
+static tm_transformer *train_short(const bench_ctx *b, const char *path, int steps)
 {
 	tm_decathlon_train_opts o;
 	tm_decathlon_train_defaults(&o);
-	o.steps = b->quick ? KV_SHORT_STEPS_QUICK : KV_SHORT_STEPS;
+	o.steps = steps;
 	o.eval_every = 0;
 	o.isa = tm_isa_best(&b->cpu);
 	printf("  kv: no %s; training the reference spec for %d steps instead\n", path, o.steps);
@@ -121,11 +119,11 @@ void bench_kv(bench_ctx *b)
 	tm_ctx ctx = { .isa = tm_isa_best(&b->cpu) };
 	char path[512];
 	tm_transformer *m = load_reference(path, sizeof(path));
-	const char *which = "reference weights";
+	char which[48] = "reference weights";
 	if (!m) {
-		m = train_short(b, path);
-		which = b->quick ? "short-trained " KV_STR(KV_SHORT_STEPS_QUICK) " steps"
-				 : "short-trained " KV_STR(KV_SHORT_STEPS) " steps";
+		int steps = b->quick ? KV_SHORT_STEPS_QUICK : KV_SHORT_STEPS;
+		m = train_short(b, path, steps);
+		snprintf(which, sizeof(which), "short-trained %d steps", steps);
 	} else {
 		printf("  kv: reference weights from %s\n", path);
 	}
