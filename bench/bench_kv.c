@@ -4,8 +4,8 @@
  * $TINYMLPERF_DATA_DIR/models (default ./var/models) when present, else the reference spec
  * trained here for a short budget (600 steps, 150 with --quick); generation here never stops
  * early (no stop token), so the work per token, and with it the speed, does not depend on the
- * weights (each row's anchor says which weights ran).  One query is a 16-token prompt generated to the full context (112 new tokens,
- * total length 128).  Rows: kv_cache_speedup_128 (cached tokens/s against the faster of the
+ * weights (each row's anchor says which weights ran).  One query is a 16-token prompt
+ * generated to the full context (112 new tokens, total length 128).  Rows: kv_cache_speedup_128 (cached tokens/s against the faster of the
  * two uncached paths, tm_tf_infer_generate_recompute with one GEMM over the whole prefix per
  * step and the same-math replay; target 10), kv_cached_tokens_per_s (against the issue's
  * 50000 tokens/s), INT8 cached against FP32 cached (informational) and INT8 Decathlon

@@ -44,9 +44,14 @@ Suite *browser_suite(void);
 
 /* 1 in the sanitizer build, whose kernels run several times slower: suites that sweep many
  * shapes or prompts take a smaller sample there (the normal build runs the whole sweep). */
-#ifdef __SANITIZE_ADDRESS__
+#if defined(__SANITIZE_ADDRESS__)
 #define TT_SLOW_BUILD 1
-#else
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TT_SLOW_BUILD 1
+#endif
+#endif
+#ifndef TT_SLOW_BUILD
 #define TT_SLOW_BUILD 0
 #endif
 

@@ -11,17 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TT_SLOW 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TT_SLOW 1
-#endif
-#endif
-#ifndef TT_SLOW
-#define TT_SLOW 0
-#endif
-
 static tm_tf_spec tiny_spec(int ctx, int d, int heads, int layers, int ff, int vocab)
 {
 	tm_tf_spec s = { .ctx = ctx, .d_model = d, .n_head = heads, .n_layer = layers,
@@ -445,7 +434,7 @@ START_TEST(test_training_learns)
 	o.spec.n_layer = 1;
 	o.spec.d_ff = 128;
 	o.rows = 6;
-	o.steps = TT_SLOW ? 120 : 300;
+	o.steps = TT_SLOW_BUILD ? 120 : 300;
 	o.warmup = 20;
 	o.eval_every = 0;
 	o.threads = 2;
@@ -481,7 +470,7 @@ START_TEST(test_training_learns)
 	/* majority and max are well above chance (50% and ~30% for a constant answer) */
 	double learned = gen.points[TM_DEC_MAX] + gen.points[TM_DEC_MAJORITY] +
 			 gen.points[TM_DEC_SHIFT];
-	ck_assert_msg(learned > (TT_SLOW ? 120 : 180), "learned only %.1f points (max %.1f, "
+	ck_assert_msg(learned > (TT_SLOW_BUILD ? 120 : 180), "learned only %.1f points (max %.1f, "
 		      "majority %.1f, shift %.1f), loss %.3f", learned, gen.points[TM_DEC_MAX],
 		      gen.points[TM_DEC_MAJORITY], gen.points[TM_DEC_SHIFT],
 		      (double)st.final_loss);
