@@ -130,6 +130,7 @@ typedef enum gemm_mode {
 	GEMM_GEMV = 2,     /* one row against prepacked panels, or B's rows in place */
 	GEMM_GEMV_ROWS = 3, /* one row against the rows of W (n, k) */
 	GEMM_NARROW = 4,   /* X * W^T with n <= 16: columns and steps of k along the lanes */
+	GEMM_SMALLK = 5,   /* A * B with short k: B's rows in registers, A's rows in place */
 } gemm_mode;
 
 typedef struct gemm_job {
@@ -263,6 +264,10 @@ static void run_range(const gemm_job *j, int m0, int m1, int n0, int n1)
 		j->ks->narrow(m1 - m0, n1 - n0, j->k, j->a + m0 * j->rs_a, j->rs_a,
 			      j->b + n0 * j->cs_b, j->cs_b, j->c + m0 * j->ldc + n0, j->ldc, &e);
 		break;
+	case GEMM_SMALLK:
+		j->ks->smallk(m1 - m0, n1 - n0, j->k, j->a + m0 * j->rs_a, j->rs_a, j->b + n0,
+			      j->rs_b, j->c + m0 * j->ldc + n0, j->ldc, &e);
+		break;
 	case GEMM_GEMV_ROWS:
 		j->ks->gemv_rows(n1 - n0, j->k, j->a, j->b + n0 * j->cs_b, j->cs_b, j->c + n0, &e);
 		break;
@@ -352,6 +357,14 @@ static bool want_narrow(const gemm_kernels *ks, int m, int n, int k)
 	return ks->narrow && n <= 16 && m >= 16 && k <= ks->narrow_kmax;
 }
 
+/* With a short k the blocked tile does little arithmetic per call and per stored vector;
+ * holding B's few rows in registers and streaming A's rows past them beat it (and OpenBLAS)
+ * on the CNN's first convolution, k = 9 (make bench's conv1_nn row, docs/gemm.md). */
+static bool want_smallk(const gemm_kernels *ks, int k)
+{
+	return ks->smallk && k <= ks->smallk_kmax;
+}
+
 static void sgemm_simd(const tm_ctx *ctx, const gemm_kernels *ks, bool trans_a, bool trans_b,
 		       int m, int n, int k, float alpha, const float *a, int lda,
 		       const float *b, int ldb, float beta, float *c, int ldc,
@@ -362,6 +375,7 @@ static void sgemm_simd(const tm_ctx *ctx, const gemm_kernels *ks, bool trans_a, 
 		.mode = m == 1 && (!trans_a || lda == 1) ? (trans_b ? GEMM_GEMV_ROWS : GEMM_GEMV)
 		      : !trans_a && trans_b && want_dot(m, n, k) ? GEMM_DOT
 		      : !trans_a && trans_b && want_narrow(ks, m, n, k) ? GEMM_NARROW
+		      : !trans_a && !trans_b && want_smallk(ks, k) ? GEMM_SMALLK
 		      : GEMM_BLOCKED,
 		.m = m, .n = n, .k = k,
 		.a = a,

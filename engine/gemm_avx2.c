@@ -225,6 +225,117 @@ static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff
 	}
 }
 
+// ---- short k ----
+
+#define SMALLK_KMAX 12   /* B's rows of an 8-column strip held in k registers */
+#define SMALLK_ROWS 128  /* rows of A per pass over the strips (their block stays in L1) */
+
+/* One row of C's strip: a plain store, or the full epilogue. */
+INLINE void smallk_store(const bool full, const bool plain, __m256 v, float *ci, int nr,
+			 __m256i mask, const gemm_epi *ev)
+{
+	if (plain && full)
+		_mm256_storeu_ps(ci, v);
+	else if (plain)
+		_mm256_maskstore_ps(ci, mask, v);
+	else
+		epi_store(v, ci, nr, mask, ev->bias, ev);
+}
+
+/* The sum of one row's K products: plain starts with a product (the tile's first FMA onto
+ * zero gives the same bits), otherwise from init (zero, or the bias). */
+INLINE __m256 smallk_dot(const int K, const bool plain, const float *r, const __m256 *bv,
+			 __m256 init)
+{
+	__m256 acc = plain ? _mm256_mul_ps(_mm256_broadcast_ss(r), bv[0])
+			   : _mm256_fmadd_ps(_mm256_broadcast_ss(r), bv[0], init);
+#pragma GCC unroll 12
+	for (int p = 1; p < K; p++)
+		acc = _mm256_fmadd_ps(_mm256_broadcast_ss(r + p), bv[p], acc);
+	return acc;
+}
+
+/* Rows 0 .. m-1 of a strip, two at a time (plain: alpha 1, beta 0, no bias, no
+ * activation; otherwise the full epilogue). */
+INLINE void smallk_rows(const int K, const bool full, const bool plain, int m,
+			const float *a, ptrdiff_t lda, const __m256 *bv, __m256 init, float *c,
+			ptrdiff_t ldc, int nr, __m256i mask, const gemm_epi *ev)
+{
+	int i = 0;
+	for (; i + 2 <= m; i += 2) {
+		__m256 c0 = smallk_dot(K, plain, a + i * lda, bv, init);
+		__m256 c1 = smallk_dot(K, plain, a + (i + 1) * lda, bv, init);
+		smallk_store(full, plain, c0, c + i * ldc, nr, mask, ev);
+		smallk_store(full, plain, c1, c + (i + 1) * ldc, nr, mask, ev);
+	}
+	if (i < m)
+		smallk_store(full, plain, smallk_dot(K, plain, a + i * lda, bv, init),
+			     c + i * ldc, nr, mask, ev);
+}
+
+/* C(m, nr <= 8) = epi(A(m, K) * B(K, nr)) for a compile-time K: B's rows stay in registers
+ * while the rows of A go by two at a time, each row's values broadcast from A in place.  An element is the same FMA sequence
+ * as in tile_rows (seeded with the bias or zero, p = 0 up), so this path and the blocked
+ * one give the same bits. */
+INLINE void smallk_strip(const int K, int m, const float *a, ptrdiff_t lda, const float *b,
+			 ptrdiff_t ldb, float *c, ptrdiff_t ldc, int nr, const gemm_epi *e)
+{
+	gemm_epi ev = *e;
+	__m256i mask = lane_mask(nr);
+	__m256 init = _mm256_setzero_ps();
+	if (ev.bias && ev.alpha == 1.0f) {
+		init = load_lanes(ev.bias, nr, mask);
+		ev.bias = NULL;
+	}
+	bool plain = ev.alpha == 1.0f && ev.beta == 0.0f && !ev.bias && !e->bias &&
+		     ev.act == TM_ACT_NONE;
+	__m256 bv[SMALLK_KMAX];
+#pragma GCC unroll 12
+	for (int p = 0; p < K; p++)
+		bv[p] = load_lanes(b + p * ldb, nr, mask);
+	if (plain && nr == 8)
+		smallk_rows(K, true, true, m, a, lda, bv, init, c, ldc, nr, mask, &ev);
+	else if (plain)
+		smallk_rows(K, false, true, m, a, lda, bv, init, c, ldc, nr, mask, &ev);
+	else
+		smallk_rows(K, false, false, m, a, lda, bv, init, c, ldc, nr, mask, &ev);
+}
+
+#define SMALLK_CASE(K)                                                                  \
+	case K:                                                                          \
+		smallk_strip(K, mb, a + i0 * lda, lda, b + j, ldb, c + i0 * ldc + j, ldc, nr, \
+			     &ev);                                                       \
+		break;
+
+/* C(m, n) = epi(A(m, k) * B(k, n)) for k <= SMALLK_KMAX, A's and B's rows read in place. */
+static void smallk(int m, int n, int k, const float *a, ptrdiff_t lda, const float *b,
+		   ptrdiff_t ldb, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	for (int i0 = 0; i0 < m; i0 += SMALLK_ROWS) {
+		int mb = m - i0 < SMALLK_ROWS ? m - i0 : SMALLK_ROWS;
+		for (int j = 0; j < n; j += 8) {
+			int nr = n - j < 8 ? n - j : 8;
+			gemm_epi ev = *e;
+			ev.bias = e->bias ? e->bias + j : NULL;
+			switch (k) {
+			SMALLK_CASE(1)
+			SMALLK_CASE(2)
+			SMALLK_CASE(3)
+			SMALLK_CASE(4)
+			SMALLK_CASE(5)
+			SMALLK_CASE(6)
+			SMALLK_CASE(7)
+			SMALLK_CASE(8)
+			SMALLK_CASE(9)
+			SMALLK_CASE(10)
+			SMALLK_CASE(11)
+			default:
+				SMALLK_CASE(12)
+			}
+		}
+	}
+}
+
 // ---- packing ----
 
 /* In-place transpose of 8 rows of 8 floats: afterwards r[q] holds column q. */
@@ -612,6 +723,8 @@ const gemm_kernels tm_gemm_avx2 = {
 	.dot = dot,
 	.gemv_panels = gemv_panels,
 	.gemv_rows = gemv_rows,
+	.smallk = smallk,
+	.smallk_kmax = SMALLK_KMAX,
 };
 
 // ---- measured peak ----

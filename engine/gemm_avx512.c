@@ -208,6 +208,138 @@ static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff
 	}
 }
 
+// ---- short k ----
+
+#define SMALLK_KMAX 12   /* B's rows of a 32-column strip held in 2 * k registers */
+#define SMALLK_ROWS 128  /* rows of A per pass over the strips (their block stays in L1) */
+
+/* One row of C's strip: a plain store, or the full epilogue. */
+INLINE void smallk_store(const bool plain, __m512 v0, __m512 v1, float *ci, __mmask16 m0,
+			 __mmask16 m1, const gemm_epi *ev)
+{
+	if (plain) {
+		_mm512_mask_storeu_ps(ci, m0, v0);
+		_mm512_mask_storeu_ps(ci + 16, m1, v1);
+		return;
+	}
+	epi_store(v0, ci, m0, ev->bias, ev);
+	if (m1)
+		epi_store(v1, ci + 16, m1, ev->bias ? ev->bias + 16 : NULL, ev);
+}
+
+/* Rows 0 .. m-1 of a strip, two at a time.  plain: alpha 1, beta 0, no bias, no activation,
+ * and p = 0 is a product (the tile's first FMA onto zero gives the same bits); otherwise the
+ * sums start from init (zero, or the bias) and go through the full epilogue. */
+INLINE void smallk_rows(const int K, const bool plain, int m, const float *a, ptrdiff_t lda,
+			const __m512 *b0, const __m512 *b1, __m512 init0, __m512 init1,
+			float *c, ptrdiff_t ldc, __mmask16 m0, __mmask16 m1, const gemm_epi *ev)
+{
+	int i = 0;
+	for (; i + 2 <= m; i += 2) {
+		const float *r0 = a + i * lda, *r1 = r0 + lda;
+		__m512 x0 = _mm512_set1_ps(r0[0]), x1 = _mm512_set1_ps(r1[0]);
+		__m512 c00, c01, c10, c11;
+		if (plain) {
+			c00 = _mm512_mul_ps(x0, b0[0]);
+			c01 = _mm512_mul_ps(x0, b1[0]);
+			c10 = _mm512_mul_ps(x1, b0[0]);
+			c11 = _mm512_mul_ps(x1, b1[0]);
+		} else {
+			c00 = _mm512_fmadd_ps(x0, b0[0], init0);
+			c01 = _mm512_fmadd_ps(x0, b1[0], init1);
+			c10 = _mm512_fmadd_ps(x1, b0[0], init0);
+			c11 = _mm512_fmadd_ps(x1, b1[0], init1);
+		}
+#pragma GCC unroll 12
+		for (int p = 1; p < K; p++) {
+			x0 = _mm512_set1_ps(r0[p]);
+			x1 = _mm512_set1_ps(r1[p]);
+			c00 = _mm512_fmadd_ps(x0, b0[p], c00);
+			c01 = _mm512_fmadd_ps(x0, b1[p], c01);
+			c10 = _mm512_fmadd_ps(x1, b0[p], c10);
+			c11 = _mm512_fmadd_ps(x1, b1[p], c11);
+		}
+		smallk_store(plain, c00, c01, c + i * ldc, m0, m1, ev);
+		smallk_store(plain, c10, c11, c + (i + 1) * ldc, m0, m1, ev);
+	}
+	if (i < m) {
+		const float *r0 = a + i * lda;
+		__m512 x0 = _mm512_set1_ps(r0[0]);
+		__m512 c00 = plain ? _mm512_mul_ps(x0, b0[0]) : _mm512_fmadd_ps(x0, b0[0], init0);
+		__m512 c01 = plain ? _mm512_mul_ps(x0, b1[0]) : _mm512_fmadd_ps(x0, b1[0], init1);
+#pragma GCC unroll 12
+		for (int p = 1; p < K; p++) {
+			x0 = _mm512_set1_ps(r0[p]);
+			c00 = _mm512_fmadd_ps(x0, b0[p], c00);
+			c01 = _mm512_fmadd_ps(x0, b1[p], c01);
+		}
+		smallk_store(plain, c00, c01, c + i * ldc, m0, m1, ev);
+	}
+}
+
+/* C(m, nr <= 32) = epi(A(m, K) * B(K, nr)) for a compile-time K: B's rows stay in registers
+ * while the rows of A go by two at a time, each row's values broadcast from A in place.  An
+ * element is the same FMA sequence as in tile_rows (seeded with the bias or zero, p = 0 up),
+ * so this path and the blocked one give the same bits. */
+INLINE void smallk_strip(const int K, int m, const float *a, ptrdiff_t lda, const float *b,
+			 ptrdiff_t ldb, float *c, ptrdiff_t ldc, int nr, const gemm_epi *e)
+{
+	gemm_epi ev = *e;
+	__mmask16 m0 = lane_mask(nr), m1 = lane_mask(nr - 16);
+	__m512 init0 = _mm512_setzero_ps(), init1 = _mm512_setzero_ps();
+	if (ev.bias && ev.alpha == 1.0f) {
+		init0 = _mm512_maskz_loadu_ps(m0, ev.bias);
+		init1 = _mm512_maskz_loadu_ps(m1, ev.bias + 16);
+		ev.bias = NULL;
+	}
+	bool plain = ev.alpha == 1.0f && ev.beta == 0.0f && !e->bias && ev.act == TM_ACT_NONE;
+	__m512 b0[SMALLK_KMAX], b1[SMALLK_KMAX];
+#pragma GCC unroll 12
+	for (int p = 0; p < K; p++) {
+		b0[p] = _mm512_maskz_loadu_ps(m0, b + p * ldb);
+		b1[p] = _mm512_maskz_loadu_ps(m1, b + p * ldb + 16);
+	}
+	if (plain)
+		smallk_rows(K, true, m, a, lda, b0, b1, init0, init1, c, ldc, m0, m1, &ev);
+	else
+		smallk_rows(K, false, m, a, lda, b0, b1, init0, init1, c, ldc, m0, m1, &ev);
+}
+
+#define SMALLK_CASE(K)                                                                  \
+	case K:                                                                          \
+		smallk_strip(K, mb, a + i0 * lda, lda, b + j, ldb, c + i0 * ldc + j, ldc, nr, \
+			     &ev);                                                       \
+		break;
+
+/* C(m, n) = epi(A(m, k) * B(k, n)) for k <= SMALLK_KMAX, A's and B's rows read in place. */
+static void smallk(int m, int n, int k, const float *a, ptrdiff_t lda, const float *b,
+		   ptrdiff_t ldb, float *c, ptrdiff_t ldc, const gemm_epi *e)
+{
+	for (int i0 = 0; i0 < m; i0 += SMALLK_ROWS) {
+		int mb = m - i0 < SMALLK_ROWS ? m - i0 : SMALLK_ROWS;
+		for (int j = 0; j < n; j += NR) {
+			int nr = n - j < NR ? n - j : NR;
+			gemm_epi ev = *e;
+			ev.bias = e->bias ? e->bias + j : NULL;
+			switch (k) {
+			SMALLK_CASE(1)
+			SMALLK_CASE(2)
+			SMALLK_CASE(3)
+			SMALLK_CASE(4)
+			SMALLK_CASE(5)
+			SMALLK_CASE(6)
+			SMALLK_CASE(7)
+			SMALLK_CASE(8)
+			SMALLK_CASE(9)
+			SMALLK_CASE(10)
+			SMALLK_CASE(11)
+			default:
+				SMALLK_CASE(12)
+			}
+		}
+	}
+}
+
 // ---- packing ----
 
 /* In-place transpose of 16 rows of 16 floats: afterwards r[q] holds column q. */
@@ -941,6 +1073,8 @@ const gemm_kernels tm_gemm_avx512 = {
 	.narrow_kmax = NARROW_KMAX,
 	.gemv_panels = gemv_panels,
 	.gemv_rows = gemv_rows,
+	.smallk = smallk,
+	.smallk_kmax = SMALLK_KMAX,
 };
 
 // ---- measured peak ----

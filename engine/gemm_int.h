@@ -67,6 +67,13 @@ typedef struct gemm_kernels {
 	 * place (NR, ldb; only the n live columns are loaded). */
 	void (*gemv_panels)(int n, int k, const float *x, const float *b, size_t pstride,
 			    ptrdiff_t rstride, float *y, const gemm_epi *e);
+	/* C(m, n) = epi(A(m, k) * B(k, n)) for 1 <= k <= smallk_kmax, A's and B's rows read in
+	 * place (rows lda and ldb apart): B's rows of a column strip stay in registers while
+	 * A's rows go by.  Each element is the tile's FMA sequence (the same bits as the
+	 * blocked path).  NULL when the set has none. */
+	void (*smallk)(int m, int n, int k, const float *a, ptrdiff_t lda, const float *b,
+		       ptrdiff_t ldb, float *c, ptrdiff_t ldc, const gemm_epi *e);
+	int smallk_kmax;
 } gemm_kernels;
 
 extern const gemm_kernels tm_gemm_avx2;    /* gemm_avx2.c, needs AVX2 + FMA */

@@ -257,6 +257,47 @@ START_TEST(test_sgemm_beta_zero_ignores_nan)
 }
 END_TEST
 
+/* k up to one past the short-k kernel's bound (12 on AVX-512): row counts on either side of
+ * its 2-row step and 128-row block, column counts on either side of its 32-column strip, with
+ * alpha and beta, wide leading dimensions, and beta = 0 over NaN garbage in C. */
+START_TEST(test_sgemm_short_k)
+{
+	static const int ms_full[] = { 2, 3, 17, 129, 260 }, ns_full[] = { 1, 15, 16, 17, 32, 33, 676 };
+	static const int ms_small[] = { 2, 3, 129 }, ns_small[] = { 1, 17, 33 };
+	const int *ms = TT_SLOW_BUILD ? ms_small : ms_full, *ns = TT_SLOW_BUILD ? ns_small : ns_full;
+	int nm = TT_SLOW_BUILD ? 3 : 5, nn = TT_SLOW_BUILD ? 3 : 7;
+	tm_cpu cpu = cpu_get();
+	for (int isa = TM_ISA_AVX2; isa <= TM_ISA_AVX512; isa++) {
+		if (!tm_isa_supported(&cpu, (tm_isa)isa))
+			continue;
+		tm_ctx ctx = { .isa = (tm_isa)isa };
+		uint64_t seed = 5000;
+		for (int k = 1; k <= 13; k++)
+			for (int im = 0; im < nm; im++)
+				for (int in = 0; in < nn; in++, seed += 7) {
+					int m = ms[im], n = ns[in];
+					check_one(&ctx, false, false, m, n, k, 1.0f, 1.0f, 0, seed);
+					check_one(&ctx, false, false, m, n, k, 0.5f, -0.25f, 3, seed + 3);
+					float *a = rnd((size_t)m * k, seed + 5), *b = rnd((size_t)k * n, seed + 6);
+					float *c = malloc(sizeof(float) * (size_t)m * n);
+					float *r = malloc(sizeof(float) * (size_t)m * n);
+					for (size_t i = 0; i < (size_t)m * n; i++)
+						c[i] = NAN;
+					tm_sgemm(&ctx, false, false, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
+					ref_gemm(false, false, m, n, k, 1.0f, a, k, b, n, 0.0f, r, n);
+					double d = tt_max_rel_diff(c, r, (size_t)m * n);
+					if (!(d <= tol_for(k)))
+						ck_abort_msg("isa %s m=%d n=%d k=%d beta 0 over NaN: diff %g",
+							     tm_isa_name((tm_isa)isa), m, n, k, d);
+					free(a);
+					free(b);
+					free(c);
+					free(r);
+				}
+	}
+}
+END_TEST
+
 // ---- the events' shapes ----
 
 /* (n out, k in) of the reference models' layers, the conv layers as im2col matrices. */
@@ -632,7 +673,7 @@ START_TEST(test_threads_bit_identical)
 {
 	static const int dims[][3] = { { 200, 300, 500 }, { 64, 128, 784 }, { 256, 10, 1600 },
 				       { 1, 384, 128 }, { 1, 10, 1600 }, { 97, 65, 129 },
-				       { 5, 1000, 70 }, { 700, 32, 9 } };
+				       { 5, 1000, 70 }, { 700, 32, 9 }, { 64, 676, 9 } };
 	tm_cpu cpu = cpu_get();
 	tm_pool *pools[3] = { NULL, tm_pool_new(2), tm_pool_new(3) };
 	for (int isa = TM_ISA_PORTABLE; isa <= TM_ISA_AVX512; isa++) {
@@ -708,6 +749,7 @@ Suite *gemm_suite(void)
 	tcase_add_test(tc, test_sgemm_alpha_beta_ld);
 	tcase_add_test(tc, test_sgemm_big_strides_and_blocks);
 	tcase_add_test(tc, test_sgemm_beta_zero_ignores_nan);
+	tcase_add_test(tc, test_sgemm_short_k);
 	tcase_add_test(tc, test_null_ctx_is_portable);
 	suite_add_tcase(s, tc);
 	TCase *tl = tcase_create("linear");
