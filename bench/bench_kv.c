@@ -8,8 +8,10 @@
  * generated to the full context (112 new tokens, total length 128).  Rows: kv_cache_speedup_128 (cached tokens/s against the faster of the
  * two uncached paths, tm_tf_infer_generate_recompute with one GEMM over the whole prefix per
  * step and the same-math replay; target 10), kv_cached_tokens_per_s (against the issue's
- * 50000 tokens/s), INT8 cached against FP32 cached (informational) and INT8 Decathlon
- * points over the held-out prompts against FP32 points (target 0.99).
+ * 50000 tokens/s), INT8 cached against FP32 cached (informational), the decode step's FP32
+ * matrices taken in turn against each alone (informational: what the cached decoder could
+ * reach if a step were only those products) and INT8 Decathlon points over the held-out
+ * prompts against FP32 points (target 0.99).
  * Each side alternates with the others for several rounds; the fastest repetition counts. */
 #include "bench.h"
 
@@ -114,6 +116,112 @@ static double points(tm_tf_infer *t, const tm_ctx *ctx, const tm_dec_example *te
 	return sc.total_points;
 }
 
+// ---- the decode step's matrices alone ----
+
+#define KV_MATS (4 * TM_TF_MAX_LAYERS + 1)
+
+/* The FP32 matrices of one decode step of spec (per block qkv, proj, fc, fc2, then the head)
+ * as tm_linear_packed runs them with one row, on random weights of the same shapes. */
+typedef struct kv_mats {
+	const tm_ctx *ctx;
+	int n;
+	tm_packed_w *pw[KV_MATS];
+	int out[KV_MATS], in[KV_MATS];
+	int only;            /* >= 0: call this matrix alone, KV_ALONE_CALLS times */
+	float *x, *y;
+	size_t bytes;        /* the packed weights' floats, times 4 */
+} kv_mats;
+
+#define KV_ALONE_CALLS 32
+
+static void kv_mats_run(void *arg)
+{
+	kv_mats *km = arg;
+	if (km->only >= 0) {
+		for (int i = 0; i < KV_ALONE_CALLS; i++)
+			tm_linear_packed(km->ctx, 1, km->pw[km->only], km->x, NULL, TM_ACT_NONE,
+					 km->y);
+		return;
+	}
+	for (int i = 0; i < km->n; i++)
+		tm_linear_packed(km->ctx, 1, km->pw[i], km->x, NULL, TM_ACT_NONE, km->y);
+}
+
+/* Rows kv_f32_matrices_cycled (info): tokens/s if a cached FP32 decode step were only its
+ * matrix-vector products, the matrices taken one after the other as the decoder does (so
+ * they must share the caches), against the same products with each matrix timed alone
+ * (repeated in place, so its weights stay in the nearest cache that holds them).  The first
+ * bounds what the cached decoder can reach on this machine; the ratio shows what the
+ * matrices lose to each other when together they overflow a cache level. */
+static void kv_matrix_bound(bench_ctx *b, const tm_ctx *ctx, const tm_tf_spec *sp)
+{
+	kv_mats km = { .ctx = ctx, .only = -1 };
+	int d = sp->d_model, ff = sp->d_ff;
+	for (int l = 0; l < sp->n_layer; l++) {
+		const int shapes[4][2] = { { 3 * d, d }, { d, d }, { ff, d }, { d, ff } };
+		for (int q = 0; q < 4; q++) {
+			km.out[km.n] = shapes[q][0];
+			km.in[km.n] = shapes[q][1];
+			km.n++;
+		}
+	}
+	km.out[km.n] = sp->vocab;
+	km.in[km.n] = d;
+	km.n++;
+	int widest = ff > 3 * d ? ff : 3 * d;
+	widest = widest > sp->vocab ? widest : sp->vocab;
+	km.x = malloc(sizeof(float) * (size_t)widest);
+	km.y = malloc(sizeof(float) * (size_t)widest);
+	if (!km.x || !km.y) {
+		fprintf(stderr, "bench_kv: out of memory\n");
+		exit(1);
+	}
+	tm_rng r;
+	tm_rng_seed(&r, 7);
+	for (int i = 0; i < widest; i++)
+		km.x[i] = (float)tm_rng_normal(&r);
+	for (int i = 0; i < km.n; i++) {
+		size_t len = (size_t)km.out[i] * km.in[i];
+		float *w = malloc(sizeof(float) * len);
+		if (!w) {
+			fprintf(stderr, "bench_kv: out of memory\n");
+			exit(1);
+		}
+		for (size_t j = 0; j < len; j++)
+			w[j] = 0.05f * (float)tm_rng_normal(&r);
+		tm_err err;
+		if (tm_linear_pack(ctx, km.out[i], km.in[i], w, &km.pw[i], &err) != 0)
+			die("pack", &err);
+		km.bytes += sizeof(float) * len;
+		free(w);
+	}
+	double min_s = b->quick ? 0.02 : 0.1, cycled = 1e30, alone[KV_MATS];
+	for (int i = 0; i < km.n; i++)
+		alone[i] = 1e30;
+	kv_mats_run(&km);
+	for (int round = 0; round < (b->quick ? 1 : 3); round++) {
+		km.only = -1;
+		double t = bench_time_min(kv_mats_run, &km, min_s);
+		cycled = t < cycled ? t : cycled;
+		for (int i = 0; i < km.n; i++) {
+			km.only = i;
+			t = bench_time_min(kv_mats_run, &km, min_s / 4) / KV_ALONE_CALLS;
+			alone[i] = t < alone[i] ? t : alone[i];
+		}
+	}
+	double alone_sum = 0;
+	for (int i = 0; i < km.n; i++)
+		alone_sum += alone[i];
+	char name[96];
+	snprintf(name, sizeof(name), "kv_f32_matrices_cycled_%zuKB", km.bytes >> 10);
+	bench_add(b, name, 1.0 / cycled, "tokens/s", "each_matrix_alone_tokens_per_s",
+		  1.0 / alone_sum, true, 0.0);
+	for (int i = 0; i < km.n; i++)
+		tm_packed_w_free(km.pw[i]);
+	free(km.x);
+	free(km.y);
+}
+
 void bench_kv(bench_ctx *b)
 {
 	tm_ctx ctx = { .isa = tm_isa_best(&b->cpu) };
@@ -182,6 +290,7 @@ void bench_kv(bench_ctx *b)
 	snprintf(anchor, sizeof(anchor), "f32_cached_tokens_per_s (%s)", which);
 	bench_add(b, "kv_int8_cached_vs_f32_cached", tps[1], "tokens/s", anchor, tps[0], true,
 		  0.0);
+	kv_matrix_bound(b, &ctx, &m->spec);
 
 	int per = b->quick ? 50 : TM_DEC_TEST_PER_TASK, n = per * TM_DEC_NTASKS;
 	tm_dec_example *test = malloc(sizeof(*test) * (size_t)n);
