@@ -67,8 +67,10 @@ static void measure(bench_ctx *b, gemm_case *ours, double *g_ours, double *g_bla
 	/* about 50 us per sample, so the clock's own cost does not count */
 	int reps = (int)(50e3 / (flop / 80.0)) + 1;
 	ours->reps = theirs.reps = reps > 20000 ? 20000 : reps;
-	double min_s = b->quick ? 0.01 : 0.08;
-	int rounds = b->quick ? 1 : 4;
+	/* short rounds, many of them: on a machine whose speed drifts for seconds at a time,
+	 * both sides then see the same phases */
+	double min_s = b->quick ? 0.01 : 0.04;
+	int rounds = b->quick ? 1 : 8;
 	double t_ours = 1e30, t_blas = 1e30;
 	run_case(ours);     /* warm caches and the allocator */
 	run_case(&theirs);
