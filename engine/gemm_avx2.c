@@ -274,9 +274,9 @@ INLINE void smallk_rows(const int K, const bool full, const bool plain, int m,
 }
 
 /* C(m, nr <= 8) = epi(A(m, K) * B(K, nr)) for a compile-time K: B's rows stay in registers
- * while the rows of A go by two at a time, each row's values broadcast from A in place.  An element is the same FMA sequence
- * as in tile_rows (seeded with the bias or zero, p = 0 up), so this path and the blocked
- * one give the same bits. */
+ * while the rows of A go by two at a time, each row's values broadcast from A in place.  An
+ * element is the same FMA sequence as in tile_rows (seeded with the bias or zero, p = 0 up),
+ * so this path and the blocked one give the same bits. */
 INLINE void smallk_strip(const int K, int m, const float *a, ptrdiff_t lda, const float *b,
 			 ptrdiff_t ldb, float *c, ptrdiff_t ldc, int nr, const gemm_epi *e)
 {
@@ -287,8 +287,7 @@ INLINE void smallk_strip(const int K, int m, const float *a, ptrdiff_t lda, cons
 		init = load_lanes(ev.bias, nr, mask);
 		ev.bias = NULL;
 	}
-	bool plain = ev.alpha == 1.0f && ev.beta == 0.0f && !ev.bias && !e->bias &&
-		     ev.act == TM_ACT_NONE;
+	bool plain = ev.alpha == 1.0f && ev.beta == 0.0f && !e->bias && ev.act == TM_ACT_NONE;
 	__m256 bv[SMALLK_KMAX];
 #pragma GCC unroll 12
 	for (int p = 0; p < K; p++)
