@@ -227,41 +227,52 @@ INLINE void smallk_store(const bool plain, __m512 v0, __m512 v1, float *ci, __mm
 		epi_store(v1, ci + 16, m1, ev->bias ? ev->bias + 16 : NULL, ev);
 }
 
-/* One row's K products against the strip's two vectors of columns: plain starts with a
- * product (the tile's first FMA onto zero gives the same bits), otherwise from init (zero,
- * or the bias). */
-INLINE void smallk_dot(const int K, const bool plain, const float *r, const __m512 *b0,
-		       const __m512 *b1, __m512 init0, __m512 init1, __m512 *c0, __m512 *c1)
-{
-	__m512 x = _mm512_set1_ps(r[0]);
-	__m512 a0 = plain ? _mm512_mul_ps(x, b0[0]) : _mm512_fmadd_ps(x, b0[0], init0);
-	__m512 a1 = plain ? _mm512_mul_ps(x, b1[0]) : _mm512_fmadd_ps(x, b1[0], init1);
-#pragma GCC unroll 12
-	for (int p = 1; p < K; p++) {
-		x = _mm512_set1_ps(r[p]);
-		a0 = _mm512_fmadd_ps(x, b0[p], a0);
-		a1 = _mm512_fmadd_ps(x, b1[p], a1);
-	}
-	*c0 = a0;
-	*c1 = a1;
-}
-
-/* Rows 0 .. m-1 of a strip, two at a time (plain: alpha 1, beta 0, no bias, no activation;
- * otherwise the full epilogue). */
+/* Rows 0 .. m-1 of a strip, two at a time.  plain: alpha 1, beta 0, no bias, no activation,
+ * and p = 0 is a product (the tile's first FMA onto zero gives the same bits); otherwise the
+ * sums start from init (zero, or the bias) and go through the full epilogue. */
 INLINE void smallk_rows(const int K, const bool plain, int m, const float *a, ptrdiff_t lda,
 			const __m512 *b0, const __m512 *b1, __m512 init0, __m512 init1,
 			float *c, ptrdiff_t ldc, __mmask16 m0, __mmask16 m1, const gemm_epi *ev)
 {
-	__m512 c00, c01, c10, c11;
 	int i = 0;
 	for (; i + 2 <= m; i += 2) {
-		smallk_dot(K, plain, a + i * lda, b0, b1, init0, init1, &c00, &c01);
-		smallk_dot(K, plain, a + (i + 1) * lda, b0, b1, init0, init1, &c10, &c11);
+		const float *r0 = a + i * lda, *r1 = r0 + lda;
+		__m512 x0 = _mm512_set1_ps(r0[0]), x1 = _mm512_set1_ps(r1[0]);
+		__m512 c00, c01, c10, c11;
+		if (plain) {
+			c00 = _mm512_mul_ps(x0, b0[0]);
+			c01 = _mm512_mul_ps(x0, b1[0]);
+			c10 = _mm512_mul_ps(x1, b0[0]);
+			c11 = _mm512_mul_ps(x1, b1[0]);
+		} else {
+			c00 = _mm512_fmadd_ps(x0, b0[0], init0);
+			c01 = _mm512_fmadd_ps(x0, b1[0], init1);
+			c10 = _mm512_fmadd_ps(x1, b0[0], init0);
+			c11 = _mm512_fmadd_ps(x1, b1[0], init1);
+		}
+#pragma GCC unroll 12
+		for (int p = 1; p < K; p++) {
+			x0 = _mm512_set1_ps(r0[p]);
+			x1 = _mm512_set1_ps(r1[p]);
+			c00 = _mm512_fmadd_ps(x0, b0[p], c00);
+			c01 = _mm512_fmadd_ps(x0, b1[p], c01);
+			c10 = _mm512_fmadd_ps(x1, b0[p], c10);
+			c11 = _mm512_fmadd_ps(x1, b1[p], c11);
+		}
 		smallk_store(plain, c00, c01, c + i * ldc, m0, m1, ev);
 		smallk_store(plain, c10, c11, c + (i + 1) * ldc, m0, m1, ev);
 	}
 	if (i < m) {
-		smallk_dot(K, plain, a + i * lda, b0, b1, init0, init1, &c00, &c01);
+		const float *r0 = a + i * lda;
+		__m512 x0 = _mm512_set1_ps(r0[0]);
+		__m512 c00 = plain ? _mm512_mul_ps(x0, b0[0]) : _mm512_fmadd_ps(x0, b0[0], init0);
+		__m512 c01 = plain ? _mm512_mul_ps(x0, b1[0]) : _mm512_fmadd_ps(x0, b1[0], init1);
+#pragma GCC unroll 12
+		for (int p = 1; p < K; p++) {
+			x0 = _mm512_set1_ps(r0[p]);
+			c00 = _mm512_fmadd_ps(x0, b0[p], c00);
+			c01 = _mm512_fmadd_ps(x0, b1[p], c01);
+		}
 		smallk_store(plain, c00, c01, c + i * ldc, m0, m1, ev);
 	}
 }
