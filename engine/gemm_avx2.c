@@ -242,15 +242,12 @@ INLINE void smallk_store(const bool full, const bool plain, __m256 v, float *ci,
 		epi_store(v, ci, nr, mask, ev->bias, ev);
 }
 
-/* The sum of one row's K products: plain starts with a product (the tile's first FMA onto
- * zero gives the same bits), otherwise from init (zero, or the bias). */
-INLINE __m256 smallk_dot(const int K, const bool plain, const float *r, const __m256 *bv,
-			 __m256 init)
+/* The sum of one row's K products, started from init (zero, or the bias). */
+INLINE __m256 smallk_dot(const int K, const float *r, const __m256 *bv, __m256 init)
 {
-	__m256 acc = plain ? _mm256_mul_ps(_mm256_broadcast_ss(r), bv[0])
-			   : _mm256_fmadd_ps(_mm256_broadcast_ss(r), bv[0], init);
+	__m256 acc = init;
 #pragma GCC unroll 12
-	for (int p = 1; p < K; p++)
+	for (int p = 0; p < K; p++)
 		acc = _mm256_fmadd_ps(_mm256_broadcast_ss(r + p), bv[p], acc);
 	return acc;
 }
@@ -263,13 +260,13 @@ INLINE void smallk_rows(const int K, const bool full, const bool plain, int m,
 {
 	int i = 0;
 	for (; i + 2 <= m; i += 2) {
-		__m256 c0 = smallk_dot(K, plain, a + i * lda, bv, init);
-		__m256 c1 = smallk_dot(K, plain, a + (i + 1) * lda, bv, init);
+		__m256 c0 = smallk_dot(K, a + i * lda, bv, init);
+		__m256 c1 = smallk_dot(K, a + (i + 1) * lda, bv, init);
 		smallk_store(full, plain, c0, c + i * ldc, nr, mask, ev);
 		smallk_store(full, plain, c1, c + (i + 1) * ldc, nr, mask, ev);
 	}
 	if (i < m)
-		smallk_store(full, plain, smallk_dot(K, plain, a + i * lda, bv, init),
+		smallk_store(full, plain, smallk_dot(K, a + i * lda, bv, init),
 			     c + i * ldc, nr, mask, ev);
 }
 

@@ -227,9 +227,9 @@ INLINE void smallk_store(const bool plain, __m512 v0, __m512 v1, float *ci, __mm
 		epi_store(v1, ci + 16, m1, ev->bias ? ev->bias + 16 : NULL, ev);
 }
 
-/* Rows 0 .. m-1 of a strip, two at a time.  plain: alpha 1, beta 0, no bias, no activation,
- * and p = 0 is a product (the tile's first FMA onto zero gives the same bits); otherwise the
- * sums start from init (zero, or the bias) and go through the full epilogue. */
+/* Rows 0 .. m-1 of a strip, two at a time, the sums started from init (zero, or the bias).
+ * plain: alpha 1, beta 0, no bias, no activation (a plain store); otherwise the full
+ * epilogue. */
 INLINE void smallk_rows(const int K, const bool plain, int m, const float *a, ptrdiff_t lda,
 			const __m512 *b0, const __m512 *b1, __m512 init0, __m512 init1,
 			float *c, ptrdiff_t ldc, __mmask16 m0, __mmask16 m1, const gemm_epi *ev)
@@ -238,18 +238,10 @@ INLINE void smallk_rows(const int K, const bool plain, int m, const float *a, pt
 	for (; i + 2 <= m; i += 2) {
 		const float *r0 = a + i * lda, *r1 = r0 + lda;
 		__m512 x0 = _mm512_set1_ps(r0[0]), x1 = _mm512_set1_ps(r1[0]);
-		__m512 c00, c01, c10, c11;
-		if (plain) {
-			c00 = _mm512_mul_ps(x0, b0[0]);
-			c01 = _mm512_mul_ps(x0, b1[0]);
-			c10 = _mm512_mul_ps(x1, b0[0]);
-			c11 = _mm512_mul_ps(x1, b1[0]);
-		} else {
-			c00 = _mm512_fmadd_ps(x0, b0[0], init0);
-			c01 = _mm512_fmadd_ps(x0, b1[0], init1);
-			c10 = _mm512_fmadd_ps(x1, b0[0], init0);
-			c11 = _mm512_fmadd_ps(x1, b1[0], init1);
-		}
+		__m512 c00 = _mm512_fmadd_ps(x0, b0[0], init0);
+		__m512 c01 = _mm512_fmadd_ps(x0, b1[0], init1);
+		__m512 c10 = _mm512_fmadd_ps(x1, b0[0], init0);
+		__m512 c11 = _mm512_fmadd_ps(x1, b1[0], init1);
 #pragma GCC unroll 12
 		for (int p = 1; p < K; p++) {
 			x0 = _mm512_set1_ps(r0[p]);
@@ -265,8 +257,8 @@ INLINE void smallk_rows(const int K, const bool plain, int m, const float *a, pt
 	if (i < m) {
 		const float *r0 = a + i * lda;
 		__m512 x0 = _mm512_set1_ps(r0[0]);
-		__m512 c00 = plain ? _mm512_mul_ps(x0, b0[0]) : _mm512_fmadd_ps(x0, b0[0], init0);
-		__m512 c01 = plain ? _mm512_mul_ps(x0, b1[0]) : _mm512_fmadd_ps(x0, b1[0], init1);
+		__m512 c00 = _mm512_fmadd_ps(x0, b0[0], init0);
+		__m512 c01 = _mm512_fmadd_ps(x0, b1[0], init1);
 #pragma GCC unroll 12
 		for (int p = 1; p < K; p++) {
 			x0 = _mm512_set1_ps(r0[p]);

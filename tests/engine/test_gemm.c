@@ -257,9 +257,10 @@ START_TEST(test_sgemm_beta_zero_ignores_nan)
 }
 END_TEST
 
-/* k up to one past the short-k kernel's bound (12 on AVX-512): row counts on either side of
- * its 2-row step and 128-row block, column counts on either side of its 32-column strip, with
- * alpha and beta, wide leading dimensions, and beta = 0 over NaN garbage in C. */
+/* k up to one past the short-k kernel's bound (12): row counts on either side of its 2-row
+ * step and 128-row block, column counts on either side of its strip (32 columns, 8 on AVX2),
+ * with alpha and beta, wide leading dimensions, and beta = 0 over NaN garbage in C; and the
+ * same bits as the blocked tile computing the product from a transposed B. */
 START_TEST(test_sgemm_short_k)
 {
 	static const int ms_full[] = { 2, 3, 17, 129, 260 }, ns_full[] = { 1, 15, 16, 17, 32, 33, 676 };
@@ -289,6 +290,21 @@ START_TEST(test_sgemm_short_k)
 					if (!(d <= tol_for(k)))
 						ck_abort_msg("isa %s m=%d n=%d k=%d beta 0 over NaN: diff %g",
 							     tm_isa_name((tm_isa)isa), m, n, k, d);
+					/* the same product with B given transposed runs the blocked
+					 * tile (m > 2, n > 16): the same FMA sequence, the same bits */
+					if (m > 2 && n > 16) {
+						float *bt = malloc(sizeof(float) * (size_t)k * n);
+						for (int p = 0; p < k; p++)
+							for (int j = 0; j < n; j++)
+								bt[(size_t)j * k + p] = b[(size_t)p * n + j];
+						tm_sgemm(&ctx, false, true, m, n, k, 1.0f, a, k, bt, k, 0.0f,
+							 r, n);
+						if (memcmp(c, r, sizeof(float) * (size_t)m * n) != 0)
+							ck_abort_msg("isa %s m=%d n=%d k=%d: short-k and blocked "
+								     "paths differ", tm_isa_name((tm_isa)isa),
+								     m, n, k);
+						free(bt);
+					}
 					free(a);
 					free(b);
 					free(c);
