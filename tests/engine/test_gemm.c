@@ -1,8 +1,9 @@
 /* test_gemm.c: Check suite of engine/gemm*.c: every kernel set the CPU has against a
  * double-precision reference on odd shapes (1, 3, 17, 63, 65, 129) and the events' layer
  * shapes, all transpose combinations, alpha/beta (beta = 0 must ignore NaN garbage in C),
- * leading dimensions wider than the matrix, the fused bias + activation epilogue, prepacked
- * weights, the linear layer's backward, and results bit-identical across 1, 2 and 3 threads.
+ * leading dimensions wider than the matrix, the short-k path (k <= 12, the same bits as the
+ * blocked tile), the fused bias + activation epilogue, prepacked weights, the linear layer's
+ * backward, and results bit-identical across 1, 2 and 3 threads.
  * Tolerance: |got - ref| / (1 + |ref|) <= 1e-5 * sqrt(k) (float accumulation error grows about
  * like sqrt(k) for inputs in [-1, 1]); the sanitizer build uses smaller shapes. */
 #include "tests.h"
