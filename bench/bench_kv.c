@@ -5,9 +5,10 @@
  * trained here for a short budget (600 steps, 150 with --quick); generation here never stops
  * early (no stop token), so the work per token, and with it the speed, does not depend on the
  * weights (each row's anchor says which weights ran).  One query is a 16-token prompt
- * generated to the full context (112 new tokens, total length 128).  Rows: kv_cache_speedup_128 (cached tokens/s against the faster of the
- * two uncached paths, tm_tf_infer_generate_recompute with one GEMM over the whole prefix per
- * step and the same-math replay; target 10), kv_cached_tokens_per_s (against the issue's
+ * generated to the full context (112 new tokens, total length 128).  Rows:
+ * kv_cache_speedup_128 (cached tokens/s against the faster of the two uncached paths,
+ * tm_tf_infer_generate_recompute with one GEMM over the whole prefix per step and the
+ * same-math replay; target 10), kv_cached_tokens_per_s (against the issue's
  * 50000 tokens/s), INT8 cached against FP32 cached (informational), the decode step's FP32
  * matrices taken in turn against each alone (informational: what the cached decoder could
  * reach if a step were only those products) and INT8 Decathlon points over the held-out
@@ -129,7 +130,7 @@ typedef struct kv_mats {
 	int out[KV_MATS], in[KV_MATS];
 	int only;            /* >= 0: call this matrix alone, KV_ALONE_CALLS times */
 	float *x, *y;
-	size_t bytes;        /* the packed weights' floats, times 4 */
+	size_t bytes;        /* the weights' bytes, 4 per (out x in) element */
 } kv_mats;
 
 #define KV_ALONE_CALLS 32

@@ -227,7 +227,6 @@ static void tile(int mr, int nr, int kc, const float *a, ptrdiff_t rs_a, ptrdiff
 
 // ---- short k ----
 
-#define SMALLK_KMAX 12   /* B's rows of an 8-column strip held in k registers */
 #define SMALLK_ROWS 128  /* rows of A per pass over the strips (their block stays in L1) */
 
 /* One row of C's strip: a plain store, or the full epilogue. */
@@ -285,7 +284,7 @@ INLINE void smallk_strip(const int K, int m, const float *a, ptrdiff_t lda, cons
 		ev.bias = NULL;
 	}
 	bool plain = ev.alpha == 1.0f && ev.beta == 0.0f && !e->bias && ev.act == TM_ACT_NONE;
-	__m256 bv[SMALLK_KMAX];
+	__m256 bv[GEMM_SMALLK_KMAX];
 #pragma GCC unroll 12
 	for (int p = 0; p < K; p++)
 		bv[p] = load_lanes(b + p * ldb, nr, mask);
@@ -303,7 +302,8 @@ INLINE void smallk_strip(const int K, int m, const float *a, ptrdiff_t lda, cons
 			     &ev);                                                       \
 		break;
 
-/* C(m, n) = epi(A(m, k) * B(k, n)) for k <= SMALLK_KMAX, A's and B's rows read in place. */
+/* C(m, n) = epi(A(m, k) * B(k, n)) for k <= GEMM_SMALLK_KMAX, A's and B's rows read in
+ * place. */
 static void smallk(int m, int n, int k, const float *a, ptrdiff_t lda, const float *b,
 		   ptrdiff_t ldb, float *c, ptrdiff_t ldc, const gemm_epi *e)
 {
@@ -313,21 +313,7 @@ static void smallk(int m, int n, int k, const float *a, ptrdiff_t lda, const flo
 			int nr = n - j < 8 ? n - j : 8;
 			gemm_epi ev = *e;
 			ev.bias = e->bias ? e->bias + j : NULL;
-			switch (k) {
-			SMALLK_CASE(1)
-			SMALLK_CASE(2)
-			SMALLK_CASE(3)
-			SMALLK_CASE(4)
-			SMALLK_CASE(5)
-			SMALLK_CASE(6)
-			SMALLK_CASE(7)
-			SMALLK_CASE(8)
-			SMALLK_CASE(9)
-			SMALLK_CASE(10)
-			SMALLK_CASE(11)
-			default:
-				SMALLK_CASE(12)
-			}
+			GEMM_SMALLK_SWITCH(k, SMALLK_CASE)
 		}
 	}
 }
@@ -720,7 +706,7 @@ const gemm_kernels tm_gemm_avx2 = {
 	.gemv_panels = gemv_panels,
 	.gemv_rows = gemv_rows,
 	.smallk = smallk,
-	.smallk_kmax = SMALLK_KMAX,
+	.smallk_kmax = GEMM_SMALLK_KMAX,
 };
 
 // ---- measured peak ----

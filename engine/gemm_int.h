@@ -76,6 +76,18 @@ typedef struct gemm_kernels {
 	int smallk_kmax;
 } gemm_kernels;
 
+/* The short-k kernels hold B's k rows of a column strip in registers (AVX-512: 2k zmm for
+ * 32 columns; AVX2: k ymm for 8), so k is a compile-time constant: CASE(K) is instantiated for
+ * every K up to the bound, the largest taking the default. */
+#define GEMM_SMALLK_KMAX 12
+#define GEMM_SMALLK_SWITCH(k, CASE)                                                      \
+	switch (k) {                                                                     \
+	CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)                                  \
+	CASE(7) CASE(8) CASE(9) CASE(10) CASE(11)                                        \
+	default:                                                                         \
+		CASE(12)                                                                 \
+	}
+
 extern const gemm_kernels tm_gemm_avx2;    /* gemm_avx2.c, needs AVX2 + FMA */
 extern const gemm_kernels tm_gemm_avx512;  /* gemm_avx512.c, needs AVX-512 F/BW/VL */
 
